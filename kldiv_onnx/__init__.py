@@ -1,0 +1,26 @@
+"""kldiv-onnx: MindSpore ``mint.nn.KLDivLoss`` for ONNX and onnxruntime."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from ._contract import DOMAIN, REDUCTIONS, op_name
+from .api import KLDivLoss, kl_div
+from .export import build_model
+from .native import library_path
+from .reference import kl_div as reference_kl_div
+from .runtime import clear_cache, session
+
+__all__ = [
+    "DOMAIN",
+    "REDUCTIONS",
+    "KLDivLoss",
+    "__version__",
+    "build_model",
+    "clear_cache",
+    "kl_div",
+    "library_path",
+    "op_name",
+    "reference_kl_div",
+    "session",
+]

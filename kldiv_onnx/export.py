@@ -1,0 +1,128 @@
+"""``build_model``: a KLDivLoss ONNX model in function form (one custom node + its body) or
+inline form (standard ops only)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import onnx
+import onnx.inliner
+from onnx import ModelProto, helper
+
+from . import __version__
+from ._contract import (
+    DEFAULT_OPSET,
+    DOMAIN,
+    DOMAIN_VERSION,
+    IR_VERSION,
+    MIN_OPSET,
+    ONNX_TYPES,
+    check_reduction,
+    dtype_name,
+    op_name,
+)
+from .composite import function_proto
+
+Dim = int | str | None
+Shape = Sequence[Dim] | None
+FORMS = ("function", "inline")
+DEFAULT_SHAPE = ("batch", "classes")
+
+
+def _check_shape(name: str, shape: Sequence[Dim]) -> list[Dim]:
+    if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence):
+        raise ValueError(f"{name} must be a sequence of dims or None, got {shape!r}")
+    dims = list(shape)
+    for dim in dims:
+        ok = dim is None or isinstance(dim, str) or (isinstance(dim, int) and dim >= 0)
+        if not ok or isinstance(dim, bool):
+            raise ValueError(f"{name} dims must be ints >= 0, names or None, got {shape!r}")
+    return dims
+
+
+def output_shape(
+    reduction: str, input_shape: Sequence[Dim], target_shape: Sequence[Dim]
+) -> list[Dim]:
+    """The output shape as far as it is known statically; ``ValueError`` if not broadcastable."""
+    a, b = list(input_shape), list(target_shape)
+    rank = max(len(a), len(b))
+    a = [1] * (rank - len(a)) + a
+    b = [1] * (rank - len(b)) + b
+    out: list[Dim] = []
+    for da, db in zip(a, b, strict=True):
+        if da == db or db == 1:
+            out.append(da)
+        elif da == 1:
+            out.append(db)
+        elif isinstance(da, int) and isinstance(db, int):
+            raise ValueError(
+                f"input shape {tuple(input_shape)} and target shape {tuple(target_shape)} "
+                "are not broadcastable"
+            )
+        else:
+            out.append(None)  # decided at run time
+    return out if reduction == "none" else []
+
+
+def build_model(
+    reduction: str = "mean",
+    log_target: bool = False,
+    dtype: str | np.dtype = "float32",
+    input_shape: Shape = None,
+    target_shape: Shape = None,
+    *,
+    form: str = "function",
+    opset: int = DEFAULT_OPSET,
+) -> ModelProto:
+    """A model computing ``KLDivLoss(reduction, log_target)`` of inputs ``input`` and ``target``
+    into the output ``loss``.
+
+    ``form='function'``: the graph is one ``kldiv_onnx`` node whose body travels as a
+    model-local function (onnxruntime runs the native kernel for it where the library is
+    registered). ``form='inline'``: the body's standard ops only, no functions. Shapes are
+    sequences of ints, dim names or ``None`` (an unnamed dim); onnx's checker requires graph
+    inputs of known rank, so ``input_shape=None`` means ``DEFAULT_SHAPE`` (batch × classes) and
+    ``target_shape=None`` means the input's shape.
+    """
+    check_reduction(reduction)
+    dtype = dtype_name(dtype)
+    if form not in FORMS:
+        raise ValueError(f"form must be one of {FORMS}, got {form!r}")
+    if isinstance(opset, bool) or not isinstance(opset, int):
+        raise ValueError(f"opset must be an int, got {opset!r}")
+    newest = onnx.defs.onnx_opset_version()
+    if not MIN_OPSET <= opset <= newest:
+        raise ValueError(f"opset must lie in [{MIN_OPSET}, {newest}], got {opset}")
+    if not isinstance(log_target, (bool, int, np.bool_)) or log_target not in (0, 1):
+        raise ValueError(f"log_target must be a bool, got {log_target!r}")
+    log_target = bool(log_target)
+    in_dims = _check_shape("input_shape", DEFAULT_SHAPE if input_shape is None else input_shape)
+    tgt_dims = _check_shape("target_shape", in_dims if target_shape is None else target_shape)
+    out_dims = output_shape(reduction, in_dims, tgt_dims)
+
+    elem = ONNX_TYPES[dtype]
+    name = op_name(reduction, log_target)
+    graph = helper.make_graph(
+        [helper.make_node(name, ["input", "target"], ["loss"], name="kldiv_loss", domain=DOMAIN)],
+        f"kldiv_{reduction}{'_logtarget' if log_target else ''}_{dtype}",
+        [
+            helper.make_tensor_value_info("input", elem, in_dims),
+            helper.make_tensor_value_info("target", elem, tgt_dims),
+        ],
+        [helper.make_tensor_value_info("loss", elem, out_dims)],
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid(DOMAIN, DOMAIN_VERSION)],
+        functions=[function_proto(reduction, log_target, dtype, opset)],
+        ir_version=IR_VERSION,
+        producer_name="kldiv-onnx",
+        producer_version=__version__,
+    )
+    if form == "inline":
+        model = onnx.inliner.inline_local_functions(model)
+        del model.opset_import[:]
+        model.opset_import.append(helper.make_opsetid("", opset))
+    onnx.checker.check_model(model, full_check=True)
+    return model

@@ -1,0 +1,57 @@
+"""The float64 numpy reference: the one definition every other layer is checked against.
+
+Semantics (MindSpore ``mint.nn.KLDivLoss``), pointwise on the broadcast of ``input`` (``x``)
+and ``target`` (``t``):
+
+* ``log_target=False``: ``L = t * (log(t) - x)``; ``L = 0`` wherever ``t == 0``, whatever
+  ``x`` is (also ``-inf`` or NaN: PyTorch 2.13 eager gives NaN there, as ``0 * -inf``);
+  NaN where ``t < 0`` or ``t`` is NaN.
+* ``log_target=True``: ``L = exp(t) * (t - x)`` (as PyTorch: ``t = -inf`` gives NaN).
+
+Reductions: ``none`` (the broadcast shape), ``sum``, ``mean`` (sum / number of broadcast
+elements: NaN when empty), ``batchmean`` (sum / ``input.shape[0]``, the plain sum for a 0-d
+``input``; NaN for 0 rows).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._contract import check_reduction
+
+
+def pointwise(input: np.ndarray, target: np.ndarray, log_target: bool = False) -> np.ndarray:
+    """Elementwise loss in float64, broadcast like numpy."""
+    x = np.asarray(input, dtype=np.float64)
+    t = np.asarray(target, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        if log_target:
+            loss = np.exp(t) * (t - x)
+        else:
+            zero = t == 0
+            loss = np.where(zero, 0.0, t * (np.log(np.where(zero, 1.0, t)) - x))
+    return np.broadcast_to(loss, np.broadcast_shapes(x.shape, t.shape))
+
+
+def kl_div(
+    input: np.ndarray, target: np.ndarray, reduction: str = "mean", log_target: bool = False
+) -> np.ndarray:
+    """KLDivLoss in float64: the broadcast loss for ``'none'``, else a 0-d array."""
+    check_reduction(reduction)
+    x_shape = np.shape(input)
+    try:
+        shape = np.broadcast_shapes(x_shape, np.shape(target))
+    except ValueError as exc:
+        raise ValueError(
+            f"input shape {x_shape} and target shape {np.shape(target)} are not broadcastable"
+        ) from exc
+    loss = pointwise(input, target, log_target)
+    if reduction == "none":
+        return np.array(loss, dtype=np.float64)
+    total = loss.sum(dtype=np.float64)
+    with np.errstate(all="ignore"):
+        if reduction == "mean":
+            total = total / np.float64(int(np.prod(shape, dtype=np.int64)))
+        elif reduction == "batchmean" and len(x_shape) > 0:
+            total = total / np.float64(x_shape[0])
+    return np.array(total, dtype=np.float64)

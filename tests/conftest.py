@@ -1,0 +1,88 @@
+"""Shared test helpers: seeded inputs (log_softmax / softmax) and dtype-aware comparison."""
+
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from kldiv_onnx.demo import sample
+
+DTYPES = {
+    "float32": np.dtype(np.float32),
+    "float16": np.dtype(np.float16),
+    "bfloat16": np.dtype(ml_dtypes.bfloat16),
+}
+REDUCTIONS = ("none", "mean", "sum", "batchmean")
+# One rounding to the dtype after float32 math: its epsilon (float32: float32 accumulation).
+RTOL = {"float32": 2e-6, "float16": 2.0**-10, "bfloat16": 2.0**-7}
+# (input shape, target shape): equal, broadcast along leading / trailing / middle axes, 0-d, empty.
+SHAPES = [
+    ((4, 5), (4, 5)),
+    ((3, 4, 5), (5,)),
+    ((3, 1), (3, 7)),
+    ((1, 6), (4, 1)),
+    ((2, 1, 3), (1, 5, 3)),
+    ((), ()),
+    ((), (3, 2)),
+    ((4,), ()),
+    ((0, 3), (0, 3)),
+    ((2, 0), (1, 0)),
+]
+
+
+def make_inputs(
+    x_shape: tuple[int, ...],
+    t_shape: tuple[int, ...],
+    dtype: np.dtype,
+    log_target: bool,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded log-probabilities and (log-)probabilities of the given shapes and dtype."""
+    x, _ = sample(x_shape, dtype, seed) if x_shape else (np.array(-1.3, dtype), None)
+    if t_shape:
+        _, t = sample(t_shape, np.dtype(np.float64), seed + 1)
+    else:
+        t = np.array(0.3)
+    if log_target:
+        with np.errstate(divide="ignore"):
+            t = np.log(np.maximum(t, 1e-4))
+    return x, np.asarray(t, dtype=dtype)
+
+
+def assert_matches(
+    result: np.ndarray, reference: np.ndarray, dtype_name: str, scale: float
+) -> None:
+    """``result`` (in the dtype) against the float64 ``reference`` of the same dtype inputs.
+
+    ``scale`` is the magnitude of the terms that were summed (sum of |L| / divisor), which
+    bounds the float32 accumulation error of reductions.
+    """
+    assert result.dtype == DTYPES[dtype_name]
+    assert result.shape == reference.shape
+    got = result.astype(np.float64)
+    tol = RTOL[dtype_name] * np.abs(reference) + 4e-6 * scale + 1e-30
+    bad = ~((np.abs(got - reference) <= tol) | (np.isnan(got) & np.isnan(reference)))
+    assert not bad.any(), (
+        f"{bad.sum()} of {bad.size} differ: got {got[bad][:5]}, want {reference[bad][:5]}"
+    )
+
+
+def scale_of(x: np.ndarray, t: np.ndarray, reduction: str, log_target: bool) -> float:
+    """Sum of |L| over the divisor: the magnitude a reduction's rounding error scales with."""
+    from kldiv_onnx.reference import pointwise
+
+    if reduction == "none":
+        return 0.0
+    terms = pointwise(x, t, log_target)
+    total = float(np.sum(np.abs(terms[np.isfinite(terms)])))
+    if reduction == "mean":
+        return total / max(terms.size, 1)
+    if reduction == "batchmean" and x.ndim:
+        return total / max(x.shape[0], 1)
+    return total
+
+
+@pytest.fixture(params=list(DTYPES))
+def dtype_name(request: pytest.FixtureRequest) -> str:
+    return request.param
