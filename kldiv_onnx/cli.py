@@ -96,7 +96,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"wrote {args.output}: {', '.join(out_names)}")
     else:
         for name, value in zip(out_names, outputs, strict=True):
-            print(f"{name} {value.dtype} {list(value.shape)}:\n{value}")
+            print(f"{name} {value.dtype} {list(value.shape)}:\n{value!s}")
     return 0
 
 

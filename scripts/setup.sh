@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Set-up on a fresh machine: build prerequisites, a virtual environment in .venv, and the
+# project installed into it with its native library (pip install . runs CMake through
+# scikit-build-core). Usage: scripts/setup.sh [demo|test]  (test also installs the test tools
+# and PyTorch 2.13 CPU, the independent reference of the tests).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+purpose=${1:-demo}
+
+# Highway's headers (vectorised log/exp of the native kernel): a Debian package, header-only use.
+if [ ! -f /usr/include/hwy/contrib/math/math-inl.h ] && [ -z "${HWY_INCLUDE_DIR:-}" ]; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq libhwy-dev >/dev/null
+fi
+# onnxruntime's C/C++ headers: not in its wheels; unpacked from Debian's libonnxruntime-dev.
+[ -n "${ORT_INCLUDE_DIR:-}" ] || bash scripts/fetch_ort_headers.sh
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+extras="cpu"
+[ "$purpose" = test ] && extras="cpu,test"
+if [ "$purpose" = test ]; then
+  # torch first, pinned: its CPU build lies on this machine's disk (a bare 'torch' pulls CUDA).
+  .venv/bin/python -m pip install -q torch==2.13.0
+fi
+.venv/bin/python -m pip install -q ".[${extras}]"
+.venv/bin/kldiv-onnx doctor
