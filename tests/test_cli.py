@@ -125,7 +125,7 @@ def test_doctor(capsys):
 def test_console_script_entry_point():
     """The installed `kldiv-onnx` script exits 2 with one line on a bad argument."""
     proc = subprocess.run(
-        [sys.executable, "-m", "kldiv_onnx.cli", "export"],
+        [sys.executable, "-m", "kldiv_onnx", "export"],
         capture_output=True,
         text=True,
         check=False,
