@@ -7,6 +7,10 @@ __version__ = "0.1.0"
 from ._contract import DOMAIN, REDUCTIONS, op_name
 from .api import KLDivLoss, kl_div
 from .export import build_model
+from .interop.distill import distill
+from .interop.embed import embed
+from .interop.fuse import fuse
+from .interop.validate import validate
 from .native import library_path
 from .reference import kl_div as reference_kl_div
 from .runtime import clear_cache, session
@@ -18,9 +22,13 @@ __all__ = [
     "__version__",
     "build_model",
     "clear_cache",
+    "distill",
+    "embed",
+    "fuse",
     "kl_div",
     "library_path",
     "op_name",
     "reference_kl_div",
     "session",
+    "validate",
 ]

@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_EXTENSIONS: tuple[str, ...] = ("cann", "bench")
+_EXTENSIONS: tuple[str, ...] = ("cann", "bench", "interop.cli")
 """Modules that add subcommands through ``register_cli(subparsers)``."""
 
 

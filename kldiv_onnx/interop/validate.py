@@ -1,0 +1,524 @@
+"""Cross-runtime validation: every runtime at hand against the float64 reference.
+
+For an op configuration (reduction, log_target, dtype, shapes) the runtimes are the float64
+numpy reference (the truth), ``onnx.reference`` on the inlined model, onnxruntime with the
+composite body, onnxruntime with the fused kernel (when the native library is built),
+PyTorch eager (when installed) and MindSpore (when installed; ``ops.kl_div`` runs only equal
+shapes with ``log_target=False`` and float16/float32: other cases are reported
+"not supported", never as agreeing).
+
+For a model file the baseline is ``onnx.reference`` (the ONNX specification's evaluator) on
+the inlined model, and every other ONNX runtime is compared with it, output by output. A
+model whose graph is one KLDivLoss node on its inputs is validated as an op configuration.
+
+Tolerance, for a result in dtype ``d`` with machine epsilon ``eps``::
+
+    |got - ref| <= 2 * eps * |ref| + (4 * eps + 2 * eps32 * sqrt(n)) * scale
+
+where ``scale`` is, per element, the magnitude of the operands of the loss
+(``|t| * (|log t| + |x|)``, or ``exp(t) * (|t| + |x|)`` for a log-target), summed over the
+``n`` reduced terms and divided like the loss. It admits one rounding of the result, a few
+roundings of every operand for runtimes that compute in ``d`` (PyTorch, MindSpore) and the
+float32 accumulation of a reduction. For model files: ``8 * eps * (|ref| + max |ref|)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+import onnx
+import onnx.inliner
+import onnx.reference
+
+from .. import native, runtime
+from .._contract import DOMAIN, DTYPES, ONNX_TYPES, check_reduction, dtype_name, variant_ops
+from ..demo import sample
+from ..export import build_model
+from ..reference import kl_div as reference_kl_div
+from .embed import load
+
+OK, FAIL, ERROR, UNSUPPORTED, UNAVAILABLE, REFERENCE = (
+    "ok",
+    "DISAGREES",
+    "error",
+    "not supported",
+    "not available",
+    "reference",
+)
+_F32_EPS = float(np.finfo(np.float32).eps)
+
+
+@dataclass
+class Row:
+    """One runtime's result: worst errors against the reference, over every output."""
+
+    runtime: str
+    status: str
+    max_abs_err: float | None = None
+    max_rel_err: float | None = None
+    max_ulps: float | None = None
+    note: str = ""
+
+
+@dataclass
+class Report:
+    """Every runtime's row for one case; ``ok`` when none disagrees or fails."""
+
+    case: str
+    dtype: str
+    rows: list[Row] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(r.status not in (FAIL, ERROR) for r in self.rows)
+
+    def to_dict(self) -> dict[str, Any]:
+        def clean(value: Any) -> Any:
+            return None if isinstance(value, float) and not math.isfinite(value) else value
+
+        rows = [{k: clean(v) for k, v in asdict(r).items()} for r in self.rows]
+        return {"case": self.case, "dtype": self.dtype, "ok": self.ok, "rows": rows}
+
+    def table(self) -> str:
+        """The human-readable table (ULPs only for float16/bfloat16)."""
+        ulps = self.dtype in ("float16", "bfloat16")
+        head = f"{'runtime':<26} {'status':<14} {'max abs err':>12} {'max rel err':>12}"
+        lines = [f"{self.case} ({self.dtype})", head + (f" {'ULPs':>8}" if ulps else "")]
+        for r in self.rows:
+            line = f"{r.runtime:<26} {r.status:<14} {_fmt(r.max_abs_err):>12} "
+            line += f"{_fmt(r.max_rel_err):>12}"
+            if ulps:
+                line += f" {_fmt(r.max_ulps, '.1f'):>8}"
+            lines.append(line + (f"  {r.note}" if r.note else ""))
+        verdict = "all runtimes agree" if self.ok else "some runtimes DISAGREE or failed"
+        lines.append(f"validation: {verdict}")
+        return "\n".join(lines)
+
+
+def _fmt(value: float | None, spec: str = ".2e") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+# --- comparison --------------------------------------------------------------------------------
+
+
+def _ulp(ref: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    info = ml_dtypes.finfo(dtype)
+    with np.errstate(divide="ignore"):
+        exponent = np.floor(np.log2(np.abs(ref)))
+    exponent = np.where(np.isfinite(exponent), exponent, -np.inf)
+    return np.maximum(np.exp2(exponent) * float(info.eps), float(info.smallest_subnormal))
+
+
+def compare(
+    runtime_name: str, got: np.ndarray, ref: np.ndarray, tol: np.ndarray, dtype: np.dtype
+) -> Row:
+    """A row comparing ``got`` with the float64 ``ref`` elementwise under ``tol``."""
+    got = np.asarray(got)
+    if got.shape != ref.shape:
+        return Row(runtime_name, FAIL, note=f"shape {got.shape}, expected {ref.shape}")
+    g = got.astype(np.float64)
+    both_nan = np.isnan(g) & np.isnan(ref)
+    same_inf = np.isinf(g) & (g == ref)
+    exact = both_nan | same_inf
+    with np.errstate(invalid="ignore"):
+        err = np.where(exact, 0.0, np.abs(g - ref))
+        err = np.where(np.isnan(err), np.inf, err)
+        rel = np.where(
+            ref != 0, err / np.abs(np.where(ref != 0, ref, 1.0)), np.where(err, np.inf, 0)
+        )
+    bad = ~(err <= tol)
+    row = Row(
+        runtime_name,
+        FAIL if bad.any() else OK,
+        float(err.max()) if err.size else 0.0,
+        float(rel.max()) if rel.size else 0.0,
+    )
+    if dtype in (DTYPES["float16"], DTYPES["bfloat16"]) and err.size:
+        finite = np.isfinite(ref)
+        ulps = np.where(finite, err / _ulp(np.where(finite, ref, 1.0), dtype), 0.0)
+        row.max_ulps = float(ulps.max())
+    if bad.any():
+        row.note = f"{int(bad.sum())} of {bad.size} beyond tolerance"
+    return row
+
+
+def tolerance(
+    x: np.ndarray, t: np.ndarray, reduction: str, log_target: bool, ref: np.ndarray
+) -> np.ndarray:
+    """The per-element tolerance of the module docstring for the loss of ``x`` and ``t``."""
+    eps = float(ml_dtypes.finfo(x.dtype).eps)
+    xf, tf = x.astype(np.float64), t.astype(np.float64)
+    with np.errstate(all="ignore"):
+        if log_target:
+            scale = np.exp(tf) * (np.abs(tf) + np.abs(xf))
+        else:
+            scale = np.abs(tf) * (np.abs(np.log(np.where(tf > 0, tf, 1.0))) + np.abs(xf))
+    scale = np.broadcast_to(
+        np.where(np.isfinite(scale), scale, 0.0),
+        ref.shape if reduction == "none" else np.broadcast_shapes(x.shape, t.shape),
+    )
+    n = max(scale.size, 1)
+    if reduction != "none":
+        total = float(scale.sum())
+        if reduction == "mean":
+            total /= n
+        elif reduction == "batchmean" and x.ndim:
+            total /= max(x.shape[0], 1)
+        scale = np.asarray(total)
+        accumulation = 2 * _F32_EPS * math.sqrt(n)
+    else:
+        accumulation = 0.0
+    return 2 * eps * np.abs(ref) + (4 * eps + accumulation) * scale + 1e-30
+
+
+# --- runtimes ----------------------------------------------------------------------------------
+
+
+def _onnx_reference(model: onnx.ModelProto) -> Callable[[Mapping[str, np.ndarray]], list]:
+    inlined = onnx.inliner.inline_local_functions(model)
+    evaluator = onnx.reference.ReferenceEvaluator(inlined)
+    return lambda feeds: evaluator.run(None, dict(feeds))
+
+
+def _ort(model: onnx.ModelProto, fused: bool) -> Callable[[Mapping[str, np.ndarray]], list]:
+    sess = runtime.session(model, providers=["CPUExecutionProvider"], fused=fused)
+    return lambda feeds: runtime.run(sess, feeds)
+
+
+def onnx_runtimes(model: onnx.ModelProto) -> list[tuple[str, Callable | None, str]]:
+    """(name, run(feeds) → outputs or None, note) for every ONNX runtime."""
+    uses_kldiv = any(n.domain == DOMAIN for n in model.graph.node)
+    rows: list[tuple[str, Callable | None, str]] = [
+        ("onnx.reference (inlined)", lambda: _onnx_reference(model), ""),
+        ("onnxruntime composite", lambda: _ort(model, False), ""),
+    ]
+    if not uses_kldiv:
+        rows.append(("onnxruntime fused", None, "no KLDivLoss node"))
+    elif native.available():
+        rows.append(("onnxruntime fused", lambda: _ort(model, True), ""))
+    else:
+        rows.append(("onnxruntime fused", None, "native library not built"))
+    return rows
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence a library writing to fd 2 (MindSpore 2.10 under NumPy 2 prints a traceback)."""
+    try:
+        fd = os.dup(2)
+    except OSError:
+        yield
+        return
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(fd, 2)
+            os.close(fd)
+
+
+def _torch_run(x: np.ndarray, t: np.ndarray, reduction: str, log_target: bool) -> np.ndarray:
+    import torch
+    import torch.nn.functional as F
+
+    def tensor(a: np.ndarray) -> torch.Tensor:
+        if a.dtype == DTYPES["bfloat16"]:
+            return torch.from_numpy(a.view(np.int16).copy()).view(torch.bfloat16)
+        return torch.from_numpy(a.copy())
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch announces a change of its 'mean'
+        out = F.kl_div(tensor(x), tensor(t), reduction=reduction, log_target=log_target)
+    if out.dtype == torch.bfloat16:
+        return out.view(torch.int16).numpy().view(DTYPES["bfloat16"])
+    return out.numpy()
+
+
+def _mindspore_run(x: np.ndarray, t: np.ndarray, reduction: str, log_target: bool) -> np.ndarray:
+    with _quiet_stderr():
+        from mindspore import Tensor, ops
+
+        out = ops.kl_div(Tensor(x), Tensor(t), reduction)
+        if reduction != "none" and out.ndim:
+            out = out.reshape(())
+        return out.asnumpy()
+
+
+def _mindspore_unsupported(x: np.ndarray, t: np.ndarray, log_target: bool) -> str | None:
+    if log_target:
+        return "ops.kl_div has no log_target"
+    if x.shape != t.shape:
+        return "ops.kl_div takes equal shapes only"
+    if x.dtype == DTYPES["bfloat16"]:
+        return "ops.kl_div on CPU takes float16/float32 only"
+    if x.ndim == 0 or x.size == 0:
+        return "0-d or empty inputs"
+    return None
+
+
+def installed(module: str) -> bool:
+    """Whether ``module`` can be imported (without importing it)."""
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+# --- the two entry points ----------------------------------------------------------------------
+
+
+def validate_op(
+    reduction: str = "batchmean",
+    log_target: bool = False,
+    dtype: str | np.dtype = "float32",
+    input_shape: Sequence[int] = (8, 10),
+    target_shape: Sequence[int] | None = None,
+    *,
+    seed: int = 0,
+    inputs: tuple[np.ndarray, np.ndarray] | None = None,
+    model: onnx.ModelProto | None = None,
+) -> Report:
+    """Validate one op configuration on seeded log-probabilities and (log-)probabilities
+    (or the given ``inputs``), on every runtime. ``model``: use this single-node model instead
+    of building one (its inputs must be ``input`` and ``target``)."""
+    check_reduction(reduction)
+    name = dtype_name(dtype)
+    np_dtype = DTYPES[name]
+    if inputs is None:
+        x_shape = tuple(int(d) for d in input_shape)
+        t_shape = x_shape if target_shape is None else tuple(int(d) for d in target_shape)
+        x, _ = sample(x_shape, np_dtype, seed)
+        _, t64 = sample(t_shape, np.dtype(np.float64), seed + 1)
+        if log_target:
+            t64 = np.log(np.maximum(t64, 1e-4))
+        t = t64.astype(np_dtype)
+    else:
+        x, t = (np.asarray(a) for a in inputs)
+        if x.dtype != np_dtype or t.dtype != np_dtype:
+            raise TypeError(f"inputs must be {name}, got {x.dtype} and {t.dtype}")
+    if model is None:
+        model = build_model(reduction, log_target, name, list(x.shape), list(t.shape))
+    case = (
+        f"KLDivLoss(reduction={reduction!r}, log_target={int(bool(log_target))}) "
+        f"input {list(x.shape)} target {list(t.shape)}"
+    )
+    report = Report(case, name)
+    ref = reference_kl_div(x, t, reduction, log_target)
+    tol = tolerance(x, t, reduction, log_target, ref)
+    report.rows.append(Row("numpy float64", REFERENCE, note="the reference"))
+    feeds = {"input": x, "target": t}
+    for label, make, note in onnx_runtimes(model):
+        report.rows.append(_run_row(label, make, note, feeds, [ref], [tol], np_dtype))
+    optional: list[tuple[str, str, Callable, str | None]] = [
+        ("PyTorch eager", "torch", _torch_run, None),
+        ("MindSpore", "mindspore", _mindspore_run, _mindspore_unsupported(x, t, log_target)),
+    ]
+    for label, module, run, unsupported in optional:
+        if not installed(module):
+            report.rows.append(Row(label, UNAVAILABLE, note=f"{module} not installed"))
+        elif unsupported:
+            report.rows.append(Row(label, UNSUPPORTED, note=unsupported))
+        else:
+            try:
+                got = run(x, t, reduction, bool(log_target))
+            except Exception as exc:  # a runtime refusing the case is not a disagreement
+                first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ""
+                report.rows.append(Row(label, UNSUPPORTED, note=f"{type(exc).__name__}: {first}"))
+                continue
+            report.rows.append(compare(label, got, ref, tol, np_dtype))
+    return report
+
+
+def _run_row(
+    label: str,
+    make: Callable | None,
+    note: str,
+    feeds: Mapping[str, np.ndarray],
+    refs: Sequence[np.ndarray],
+    tols: Sequence[np.ndarray],
+    np_dtype: np.dtype,
+) -> Row:
+    if make is None:
+        return Row(label, UNAVAILABLE, note=note)
+    try:
+        outputs = make()(feeds)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+        return Row(label, ERROR, note=f"{type(exc).__name__}: {first}")
+    rows = [
+        compare(label, np.asarray(o), r, tl, np_dtype)
+        for o, r, tl in zip(outputs, refs, tols, strict=True)
+    ]
+    worst = max(rows, key=lambda r: (r.status == FAIL, r.max_abs_err or 0.0))
+    ulps = [r.max_ulps for r in rows if r.max_ulps is not None]
+    return Row(
+        label,
+        FAIL if any(r.status == FAIL for r in rows) else OK,
+        max((r.max_abs_err or 0.0) for r in rows),
+        max((r.max_rel_err or 0.0) for r in rows),
+        max(ulps) if ulps else None,
+        worst.note,
+    )
+
+
+def _single_kldiv(model: onnx.ModelProto) -> tuple[str, bool, str, str] | None:
+    """(reduction, log_target, input name, target name) if the graph is one KLDivLoss node
+    reading two graph inputs."""
+    graph = model.graph
+    if len(graph.node) != 1 or len(graph.output) != 1:
+        return None
+    node = graph.node[0]
+    variants = variant_ops()
+    inputs = [i.name for i in graph.input]
+    if node.domain != DOMAIN or node.op_type not in variants or list(node.input) != inputs:
+        return None
+    reduction, log_target = variants[node.op_type]
+    return reduction, log_target, inputs[0], inputs[1]
+
+
+def model_inputs(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]:
+    """Generated inputs: log-probabilities and (log-)probabilities for the inputs that feed a
+    KLDivLoss node directly, standard normal values elsewhere; symbolic dims of size 4."""
+    rng = np.random.default_rng(seed)
+    roles: dict[str, str] = {}
+    variants = variant_ops()
+    for node in model.graph.node:
+        if node.domain == DOMAIN and node.op_type in variants and len(node.input) == 2:
+            roles.setdefault(node.input[0], "log_probs")
+            roles.setdefault(node.input[1], "log_probs" if variants[node.op_type][1] else "probs")
+    initializers = {i.name for i in model.graph.initializer}
+    feeds: dict[str, np.ndarray] = {}
+    for i, vi in enumerate(model.graph.input):
+        if vi.name in initializers:
+            continue
+        tensor = vi.type.tensor_type
+        shape = tuple(d.dim_value if d.HasField("dim_value") else 4 for d in tensor.shape.dim)
+        elem = tensor.elem_type
+        np_dtype = onnx.helper.tensor_dtype_to_np_dtype(elem)
+        if elem == onnx.TensorProto.BFLOAT16:
+            np_dtype = DTYPES["bfloat16"]
+        role = roles.get(vi.name)
+        if role is not None and np_dtype in DTYPES.values():
+            log_p, probs = sample(shape, np.dtype(np.float64), seed + i)
+            value = log_p if role == "log_probs" else probs
+        elif np.issubdtype(np_dtype, np.integer):
+            value = rng.integers(0, 2, size=shape)
+        elif np_dtype == np.bool_:
+            value = np.zeros(shape, bool)
+        else:
+            value = rng.standard_normal(shape)
+        feeds[vi.name] = np.asarray(value).astype(np_dtype)
+    return feeds
+
+
+def validate_model(
+    model: onnx.ModelProto | str | os.PathLike,
+    inputs: Mapping[str, np.ndarray] | None = None,
+    *,
+    seed: int = 0,
+) -> Report:
+    """Validate a model file's outputs across the ONNX runtimes (``onnx.reference`` as the
+    baseline); a single-KLDivLoss model is validated as an op configuration."""
+    proto = load(model)
+    feeds = dict(inputs) if inputs is not None else model_inputs(proto, seed)
+    names = [
+        i.name for i in proto.graph.input if i.name not in {x.name for x in proto.graph.initializer}
+    ]
+    missing = [n for n in names if n not in feeds]
+    if missing:
+        raise ValueError(f"no value given for model inputs {missing}")
+    single = _single_kldiv(proto)
+    if single is not None:
+        reduction, log_target, x_name, t_name = single
+        x, t = feeds[x_name], feeds[t_name]
+        renamed = onnx.ModelProto()
+        renamed.CopyFrom(proto)
+        return validate_op(
+            reduction,
+            log_target,
+            x.dtype,
+            inputs=(x, t),
+            model=_rename_inputs(renamed, {x_name: "input", t_name: "target"}),
+        )
+    outputs = list(proto.graph.output)
+    dtype = next(
+        (
+            dtype_name(ONNX_TYPES_INV[o.type.tensor_type.elem_type])
+            for o in outputs
+            if o.type.tensor_type.elem_type in ONNX_TYPES_INV
+        ),
+        "float32",
+    )
+    np_dtype = DTYPES[dtype]
+    report = Report(
+        f"model {proto.graph.name or '(unnamed)'}: outputs {[o.name for o in outputs]}", dtype
+    )
+    try:
+        baseline = [np.asarray(o) for o in _onnx_reference(proto)(feeds)]
+    except Exception as exc:
+        report.rows.append(
+            Row("onnx.reference (inlined)", ERROR, note=f"{type(exc).__name__}: {exc}")
+        )
+        return report
+    refs = [b.astype(np.float64) for b in baseline]
+    tols = []
+    for b, r in zip(baseline, refs, strict=True):
+        eps = (
+            float(ml_dtypes.finfo(b.dtype).eps)
+            if b.dtype.kind == "f" or b.dtype == DTYPES["bfloat16"]
+            else 0.0
+        )
+        finite = np.abs(r[np.isfinite(r)])
+        peak = float(finite.max()) if finite.size else 0.0
+        tols.append(8 * eps * (np.abs(r) + peak) + 1e-30)
+    report.rows.append(Row("onnx.reference (inlined)", REFERENCE, note="the baseline"))
+    for label, make, note in onnx_runtimes(proto)[1:]:
+        report.rows.append(_run_row(label, make, note, feeds, refs, tols, np_dtype))
+    for label in ("PyTorch eager", "MindSpore"):
+        report.rows.append(Row(label, UNSUPPORTED, note="runs single-KLDivLoss models only"))
+    return report
+
+
+ONNX_TYPES_INV = {code: name for name, code in ONNX_TYPES.items()}
+
+
+def _rename_inputs(model: onnx.ModelProto, names: dict[str, str]) -> onnx.ModelProto:
+    for vi in model.graph.input:
+        vi.name = names.get(vi.name, vi.name)
+    for node in model.graph.node:
+        node.input[:] = [names.get(n, n) for n in node.input]
+    return model
+
+
+def validate(
+    model: onnx.ModelProto | str | os.PathLike | None = None,
+    *,
+    inputs: Mapping[str, np.ndarray] | None = None,
+    reduction: str = "batchmean",
+    log_target: bool = False,
+    dtype: str | np.dtype = "float32",
+    input_shape: Sequence[int] = (8, 10),
+    target_shape: Sequence[int] | None = None,
+    seed: int = 0,
+) -> Report:
+    """:func:`validate_model` when ``model`` is given, else :func:`validate_op`; the
+    returned :class:`Report` has ``ok``, ``table()`` and ``to_dict()``."""
+    if model is not None:
+        return validate_model(model, inputs, seed=seed)
+    return validate_op(reduction, log_target, dtype, input_shape, target_shape, seed=seed)
+
+
+def write_json(report: Report, path: str | os.PathLike) -> None:
+    with open(path, "w") as f:
+        json.dump(report.to_dict(), f, indent=2)
+        f.write("\n")
