@@ -30,9 +30,11 @@ def _to_numpy(value: Any, name: str) -> np.ndarray:
         return tensor.numpy()
     if module.startswith("mindspore"):
         if str(value.dtype) == "BFloat16":
+            # Tensor.view(int16) is unreliable in MindSpore 2.10's CPU build under numpy 2;
+            # bfloat16 → float32 → bfloat16 is exact (one copy).
             import mindspore
 
-            return value.view(mindspore.int16).asnumpy().view(ml_dtypes.bfloat16)
+            return value.astype(mindspore.float32).asnumpy().astype(ml_dtypes.bfloat16)
         return value.asnumpy()
     raise TypeError(
         f"{name} must be a numpy array or a PyTorch/MindSpore tensor, got {type(value).__name__}"
