@@ -1,4 +1,10 @@
-"""Placeholder until the native library lands (helper-owned)."""
+"""Locate the fused-kernel library (``libkldiv_onnx_ops.so``) that ``pip install .`` builds.
+
+Register it with onnxruntime through
+``SessionOptions.register_custom_ops_library(library_path())``: every ``kldiv_onnx`` node
+(the eight ``KLDivLoss_<reduction>[_logtarget]`` variants and the generic ``KLDivLoss``) then
+runs as one native kernel instead of its function body.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +12,50 @@ import os
 from pathlib import Path
 
 LIBRARY_NAME = "libkldiv_onnx_ops.so"
+"""File name of the custom-op library inside the installed package."""
+ENV_VAR = "KLDIV_ONNX_LIBRARY"
+"""Environment variable that overrides the library's location (a path to the .so)."""
+ORT_API_VERSION = 17
+"""onnxruntime C API version the library requests (``kOrtApiVersion`` in
+``custom_ops/ort/kldiv_ops.h``): onnxruntime >= 1.17 loads it; older ones refuse it with a
+clear error."""
+ISA_ENV_VAR = "KLDIV_ONNX_ISA"
+"""Environment variable capping the SIMD code path the library picks at load: ``avx3``
+(AVX-512), ``avx2`` or ``scalar``; unset means the best the CPU supports."""
 
 
 def library_path() -> str:
-    """Path of the native custom-op library, or ``FileNotFoundError`` naming where it looked."""
-    override = os.environ.get("KLDIV_ONNX_LIBRARY")
-    candidate = Path(override) if override else Path(__file__).resolve().parent / LIBRARY_NAME
-    if not candidate.is_file():
-        raise FileNotFoundError(f"kldiv_onnx native library not found at {candidate}")
-    return str(candidate)
+    """Absolute path of the custom-op library.
+
+    ``$KLDIV_ONNX_LIBRARY`` wins when set; otherwise the library next to this module.
+
+    Raises:
+        FileNotFoundError: naming the place looked at, when the library is not there.
+    """
+    override = os.environ.get(ENV_VAR)
+    if override:
+        path = Path(override).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"{ENV_VAR}={override!r}: no such file")
+        return str(path.resolve())
+    path = Path(__file__).resolve().parent / LIBRARY_NAME
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{LIBRARY_NAME} not found in {path.parent} (build it with `pip install .`, "
+            f"or set {ENV_VAR} to its path)"
+        )
+    return str(path)
 
 
 def available() -> bool:
-    """Whether the native library is present."""
+    """True when :func:`library_path` finds the library (it is not loaded here)."""
     try:
         library_path()
     except FileNotFoundError:
         return False
     return True
+
+
+def api_version() -> int:
+    """The onnxruntime C API version the library requests (see :data:`ORT_API_VERSION`)."""
+    return ORT_API_VERSION

@@ -1,0 +1,32 @@
+// kldiv_kernels.h: internal interface between the driver (kldiv_core.cc) and the per-ISA loops
+// (kldiv_simd.cc: AVX-512 and AVX2 via Highway; kldiv_core.cc: the portable scalar fallback).
+#ifndef KLDIV_CORE_KLDIV_KERNELS_H_
+#define KLDIV_CORE_KLDIV_KERNELS_H_
+
+#include <cstdint>
+
+namespace kldiv {
+namespace detail {
+
+// One run of n output elements: operand x is read at x[i * sx], t at t[i * st], sx and st in
+// {0, 1} (0: broadcast scalar). Pointers are to elements of the dtype the table entry is for.
+using PointwiseFn = void (*)(const void* x, int64_t sx, const void* t, int64_t st, int64_t n,
+                             void* out);
+// Sum of the run's losses, accumulated in double.
+using SumFn = double (*)(const void* x, int64_t sx, const void* t, int64_t st, int64_t n);
+
+struct Kernels {
+  const char* name;
+  PointwiseFn pointwise[3][2];  // [DType][log_target]
+  SumFn sum[3][2];
+};
+
+// nullptr where the ISA was not compiled in (non-x86 builds).
+const Kernels* Avx3Kernels();
+const Kernels* Avx2Kernels();
+const Kernels* ScalarKernels();
+
+}  // namespace detail
+}  // namespace kldiv
+
+#endif  // KLDIV_CORE_KLDIV_KERNELS_H_

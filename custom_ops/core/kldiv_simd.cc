@@ -1,0 +1,271 @@
+// kldiv_simd.cc: the vectorised loops, compiled once per ISA with Highway's foreach_target
+// (GCC target attributes, so one binary carries AVX-512 and AVX2 code; kldiv_core.cc picks one
+// at load time with __builtin_cpu_supports; CPUs with neither use the scalar loops there).
+//
+// Why Highway (hwy/contrib/math, Debian's libhwy-dev, header-only here): measured on this
+// project's machine type (see shared notes), 16M float32 logs on one thread took 0.36 ns/element
+// with AVX-512 and 0.57 with AVX2 (xsimd 0.44/0.78, own polynomial + target_clones 0.52/1.17,
+// SLEEF 0.61/1.5, Eigen 0.73/0.91 and no runtime dispatch), max error 0.89 ULP; it also has the
+// float16 <-> float32 conversions and double promotion needed here. We use no Highway symbol from
+// libhwy (no HWY_DYNAMIC_DISPATCH), so nothing but this library is needed at run time.
+// Highway's Log/Exp do not handle 0, < 0, NaN and inf: those lanes are fixed up with masks below.
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kldiv_simd.cc"
+// AVX-512 (F/VL/DQ/BW), AVX2 (+BMI2/FMA/F16C) and the static baseline, for which we compile
+// nothing (the portable loops in kldiv_core.cc serve it). Highway's SSE4 target emulates
+// float16 conversion without rounding or inf/NaN, so it is not used.
+#ifndef HWY_DISABLE_PCLMUL_AES
+#define HWY_DISABLE_PCLMUL_AES  // not used; keeps the dispatch check to the features we need
+#endif
+#if !defined(HWY_TARGETS) && (defined(__x86_64__) || defined(_M_X64))
+#define HWY_TARGETS (HWY_AVX3 | HWY_AVX2 | HWY_STATIC_TARGET)
+#elif !defined(HWY_TARGETS)
+#define HWY_TARGETS HWY_STATIC_TARGET
+#endif
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/highway.h"
+#include "hwy/contrib/math/math-inl.h"
+
+#include <cstdint>
+#include <cstring>
+
+#include "kldiv_core.h"
+#include "kldiv_kernels.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace kldiv {
+namespace HWY_NAMESPACE {
+
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX2
+
+namespace hn = hwy::HWY_NAMESPACE;
+using DF = hn::ScalableTag<float>;
+using VF = hn::Vec<DF>;
+constexpr int kMaxLanes = 16;  // float lanes of the widest target (AVX-512)
+
+template <DType kT>
+struct Storage;
+template <>
+struct Storage<DType::kFloat32> {
+  using type = float;
+};
+template <>
+struct Storage<DType::kFloat16> {
+  using type = hwy::float16_t;
+};
+template <>
+struct Storage<DType::kBFloat16> {
+  using type = uint16_t;
+};
+
+template <DType kT>
+HWY_INLINE VF LoadVec(DF d, const typename Storage<kT>::type* p) {
+  if constexpr (kT == DType::kFloat32) {
+    return hn::LoadU(d, p);
+  } else if constexpr (kT == DType::kFloat16) {
+    const hn::Rebind<hwy::float16_t, DF> dh;  // F16C: exact
+    return hn::PromoteTo(d, hn::LoadU(dh, p));
+  } else {
+    const hn::Rebind<uint16_t, DF> du16;
+    const hn::RebindToUnsigned<DF> du32;
+    return hn::BitCast(d, hn::ShiftLeft<16>(hn::PromoteTo(du32, hn::LoadU(du16, p))));
+  }
+}
+
+template <DType kT>
+HWY_INLINE void StoreVec(DF d, VF v, typename Storage<kT>::type* p) {
+  if constexpr (kT == DType::kFloat32) {
+    hn::StoreU(v, d, p);
+  } else if constexpr (kT == DType::kFloat16) {
+    const hn::Rebind<hwy::float16_t, DF> dh;  // F16C vcvtps2ph: round to nearest even
+    hn::StoreU(hn::DemoteTo(dh, v), dh, p);
+  } else {
+    // Round to nearest even on the bits; NaN keeps its sign and becomes a quiet NaN.
+    const hn::RebindToUnsigned<DF> du32;
+    const hn::RebindToSigned<DF> di32;
+    const hn::Rebind<uint16_t, DF> du16;
+    const auto bits = hn::BitCast(du32, v);
+    const auto lsb = hn::And(hn::ShiftRight<16>(bits), hn::Set(du32, 1u));
+    const auto rounded = hn::ShiftRight<16>(hn::Add(bits, hn::Add(hn::Set(du32, 0x7FFFu), lsb)));
+    const auto quiet = hn::Or(hn::ShiftRight<16>(bits), hn::Set(du32, 0x40u));
+    const auto is_nan = hn::RebindMask(du32, hn::IsNaN(v));
+    const auto r = hn::IfThenElse(is_nan, quiet, rounded);
+    hn::StoreU(hn::DemoteTo(du16, hn::BitCast(di32, r)), du16, p);
+  }
+}
+
+template <DType kT>
+HWY_INLINE float LoadScalar(const typename Storage<kT>::type* p) {
+  if constexpr (kT == DType::kFloat32) {
+    return *p;
+  } else if constexpr (kT == DType::kFloat16) {
+    uint16_t bits;
+    std::memcpy(&bits, p, sizeof(bits));
+    return HalfToFloat(bits);
+  } else {
+    return BFloat16ToFloat(*p);
+  }
+}
+
+template <bool kLogTarget>
+HWY_INLINE VF Loss(DF d, VF x, VF t) {
+  if constexpr (kLogTarget) {
+    // exp(t) * (t - x). Exp is valid on [-FLT_MAX, 104]: above ln(FLT_MAX) the result is +inf,
+    // below -104 it is 0 (exp(-104) is under half the smallest subnormal). NaN t: t - x is NaN.
+    VF e = hn::Exp(d, t);
+    e = hn::IfThenElse(hn::Gt(t, hn::Set(d, 88.72283935546875f)), hn::Inf(d), e);
+    e = hn::IfThenZeroElse(hn::Lt(t, hn::Set(d, -104.0f)), e);
+    return hn::Mul(e, hn::Sub(t, x));
+  } else {
+    // t * (log(t) - x), 0 where t == 0. Log is valid on (0, FLT_MAX] (subnormals included):
+    // t < 0 gives NaN, t = +inf gives +inf; NaN t propagates through the product.
+    VF lg = hn::Log(d, t);
+    lg = hn::IfThenElse(hn::Lt(t, hn::Zero(d)), hn::NaN(d), lg);
+    lg = hn::IfThenElse(hn::Eq(t, hn::Inf(d)), hn::Inf(d), lg);
+    return hn::IfThenZeroElse(hn::Eq(t, hn::Zero(d)), hn::Mul(t, hn::Sub(lg, x)));
+  }
+}
+
+// Copies the last r (< lanes) elements of a run into zero-padded buffers; a zero x and t give a
+// zero loss in both modes, so padded lanes add nothing to sums.
+template <DType kT, int kSX, int kST>
+HWY_INLINE void FillTail(const typename Storage<kT>::type* x, const typename Storage<kT>::type* t,
+                         int64_t i, int64_t r, typename Storage<kT>::type* xb,
+                         typename Storage<kT>::type* tb) {
+  std::memset(static_cast<void*>(xb), 0, sizeof(*xb) * kMaxLanes);
+  std::memset(static_cast<void*>(tb), 0, sizeof(*tb) * kMaxLanes);
+  for (int64_t j = 0; j < r; ++j) {
+    xb[j] = x[kSX ? i + j : 0];
+    tb[j] = t[kST ? i + j : 0];
+  }
+}
+
+template <DType kT, bool kLogTarget, int kSX, int kST>
+void PointwiseRun(const void* xv, const void* tv, int64_t n, void* outv) {
+  using S = typename Storage<kT>::type;
+  const S* x = static_cast<const S*>(xv);
+  const S* t = static_cast<const S*>(tv);
+  S* out = static_cast<S*>(outv);
+  const DF d;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+  const VF xs = hn::Set(d, kSX ? 0.0f : LoadScalar<kT>(x));
+  const VF ts = hn::Set(d, kST ? 0.0f : LoadScalar<kT>(t));
+  int64_t i = 0;
+  for (; i + lanes <= n; i += lanes) {
+    const VF xi = kSX ? LoadVec<kT>(d, x + i) : xs;
+    const VF ti = kST ? LoadVec<kT>(d, t + i) : ts;
+    StoreVec<kT>(d, Loss<kLogTarget>(d, xi, ti), out + i);
+  }
+  if (i < n) {
+    HWY_ALIGN S xb[kMaxLanes];
+    HWY_ALIGN S tb[kMaxLanes];
+    HWY_ALIGN S ob[kMaxLanes];
+    FillTail<kT, kSX, kST>(x, t, i, n - i, xb, tb);
+    StoreVec<kT>(d, Loss<kLogTarget>(d, LoadVec<kT>(d, xb), LoadVec<kT>(d, tb)), ob);
+    std::memcpy(static_cast<void*>(out + i), ob, sizeof(S) * static_cast<size_t>(n - i));
+  }
+}
+
+template <DType kT, bool kLogTarget, int kSX, int kST>
+double SumRun(const void* xv, const void* tv, int64_t n) {
+  using S = typename Storage<kT>::type;
+  const S* x = static_cast<const S*>(xv);
+  const S* t = static_cast<const S*>(tv);
+  const DF d;
+  const hn::Half<DF> dh;
+  const hn::Repartition<double, DF> dd;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+  const VF xs = hn::Set(d, kSX ? 0.0f : LoadScalar<kT>(x));
+  const VF ts = hn::Set(d, kST ? 0.0f : LoadScalar<kT>(t));
+  auto acc_lo = hn::Zero(dd);
+  auto acc_hi = hn::Zero(dd);
+  int64_t i = 0;
+  // Two vectors per step: independent log/exp chains for the out-of-order core.
+  for (; i + 2 * lanes <= n; i += 2 * lanes) {
+    const VF x0 = kSX ? LoadVec<kT>(d, x + i) : xs;
+    const VF t0 = kST ? LoadVec<kT>(d, t + i) : ts;
+    const VF x1 = kSX ? LoadVec<kT>(d, x + i + lanes) : xs;
+    const VF t1 = kST ? LoadVec<kT>(d, t + i + lanes) : ts;
+    const VF l0 = Loss<kLogTarget>(d, x0, t0);
+    const VF l1 = Loss<kLogTarget>(d, x1, t1);
+    acc_lo = hn::Add(acc_lo, hn::PromoteTo(dd, hn::LowerHalf(dh, l0)));
+    acc_hi = hn::Add(acc_hi, hn::PromoteTo(dd, hn::UpperHalf(dh, l0)));
+    acc_lo = hn::Add(acc_lo, hn::PromoteTo(dd, hn::LowerHalf(dh, l1)));
+    acc_hi = hn::Add(acc_hi, hn::PromoteTo(dd, hn::UpperHalf(dh, l1)));
+  }
+  for (; i + lanes <= n; i += lanes) {
+    const VF xi = kSX ? LoadVec<kT>(d, x + i) : xs;
+    const VF ti = kST ? LoadVec<kT>(d, t + i) : ts;
+    const VF l = Loss<kLogTarget>(d, xi, ti);
+    acc_lo = hn::Add(acc_lo, hn::PromoteTo(dd, hn::LowerHalf(dh, l)));
+    acc_hi = hn::Add(acc_hi, hn::PromoteTo(dd, hn::UpperHalf(dh, l)));
+  }
+  if (i < n) {
+    HWY_ALIGN S xb[kMaxLanes];
+    HWY_ALIGN S tb[kMaxLanes];
+    FillTail<kT, kSX, kST>(x, t, i, n - i, xb, tb);
+    const VF l = Loss<kLogTarget>(d, LoadVec<kT>(d, xb), LoadVec<kT>(d, tb));
+    acc_lo = hn::Add(acc_lo, hn::PromoteTo(dd, hn::LowerHalf(dh, l)));
+    acc_hi = hn::Add(acc_hi, hn::PromoteTo(dd, hn::UpperHalf(dh, l)));
+  }
+  return hn::GetLane(hn::SumOfLanes(dd, hn::Add(acc_lo, acc_hi)));
+}
+
+template <DType kT, bool kLogTarget>
+void Pointwise(const void* x, int64_t sx, const void* t, int64_t st, int64_t n, void* out) {
+  if (sx && st) return PointwiseRun<kT, kLogTarget, 1, 1>(x, t, n, out);
+  if (sx) return PointwiseRun<kT, kLogTarget, 1, 0>(x, t, n, out);
+  if (st) return PointwiseRun<kT, kLogTarget, 0, 1>(x, t, n, out);
+  return PointwiseRun<kT, kLogTarget, 0, 0>(x, t, n, out);
+}
+
+template <DType kT, bool kLogTarget>
+double Sum(const void* x, int64_t sx, const void* t, int64_t st, int64_t n) {
+  if (sx && st) return SumRun<kT, kLogTarget, 1, 1>(x, t, n);
+  if (sx) return SumRun<kT, kLogTarget, 1, 0>(x, t, n);
+  if (st) return SumRun<kT, kLogTarget, 0, 1>(x, t, n);
+  return SumRun<kT, kLogTarget, 0, 0>(x, t, n);
+}
+
+const detail::Kernels* Table() {
+  static const detail::Kernels table = {
+#if HWY_TARGET == HWY_AVX3
+      "avx3",
+#else
+      "avx2",
+#endif
+      {{Pointwise<DType::kFloat32, false>, Pointwise<DType::kFloat32, true>},
+       {Pointwise<DType::kFloat16, false>, Pointwise<DType::kFloat16, true>},
+       {Pointwise<DType::kBFloat16, false>, Pointwise<DType::kBFloat16, true>}},
+      {{Sum<DType::kFloat32, false>, Sum<DType::kFloat32, true>},
+       {Sum<DType::kFloat16, false>, Sum<DType::kFloat16, true>},
+       {Sum<DType::kBFloat16, false>, Sum<DType::kBFloat16, true>}},
+  };
+  return &table;
+}
+
+#endif  // HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX2
+
+}  // namespace HWY_NAMESPACE
+}  // namespace kldiv
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace kldiv {
+namespace detail {
+
+#if (HWY_TARGETS & HWY_AVX3) && (defined(__x86_64__) || defined(_M_X64))
+const Kernels* Avx3Kernels() { return N_AVX3::Table(); }
+#else
+const Kernels* Avx3Kernels() { return nullptr; }
+#endif
+#if (HWY_TARGETS & HWY_AVX2) && (defined(__x86_64__) || defined(_M_X64))
+const Kernels* Avx2Kernels() { return N_AVX2::Table(); }
+#else
+const Kernels* Avx2Kernels() { return nullptr; }
+#endif
+
+}  // namespace detail
+}  // namespace kldiv
+#endif  // HWY_ONCE

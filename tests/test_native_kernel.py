@@ -1,0 +1,413 @@
+"""The native kernel (libkldiv_onnx_ops.so) run by onnxruntime, against the float64 reference.
+
+Single-node models are built by hand (domain ``kldiv_onnx`` opset 1, no function body), so
+what runs is the registered kernel or nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+import onnxruntime as ort
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from onnx import TensorProto, helper
+
+from kldiv_onnx._contract import DOMAIN, GENERIC_OP, REDUCTIONS, op_name, variant_ops
+from kldiv_onnx.native import api_version, available, library_path
+from kldiv_onnx.reference import kl_div, pointwise
+
+DTYPES = {
+    "float32": (np.dtype(np.float32), TensorProto.FLOAT, 2.0**-24),
+    "float16": (np.dtype(np.float16), TensorProto.FLOAT16, 2.0**-11),
+    "bfloat16": (np.dtype(ml_dtypes.bfloat16), TensorProto.BFLOAT16, 2.0**-8),
+}
+
+
+# ------------------------------------------------------------------------------------- helpers
+def make_model(op, dtype="float32", attrs=None, t_dtype=None, x_shape=None, t_shape=None):
+    onnx_type = DTYPES[dtype][1]
+    t_type = DTYPES[t_dtype or dtype][1]
+    node = helper.make_node(op, ["x", "t"], ["y"], domain=DOMAIN, name="n0", **(attrs or {}))
+    graph = helper.make_graph(
+        [node],
+        "kldiv",
+        [
+            helper.make_tensor_value_info("x", onnx_type, x_shape),
+            helper.make_tensor_value_info("t", t_type, t_shape),
+        ],
+        [helper.make_tensor_value_info("y", onnx_type, None)],
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", 15), helper.make_opsetid(DOMAIN, 1)],
+        ir_version=8,
+    )
+    return model.SerializeToString()
+
+
+def session(model, threads=1, profile_prefix=None):
+    options = ort.SessionOptions()
+    options.register_custom_ops_library(library_path())
+    options.intra_op_num_threads = threads
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = str(profile_prefix)
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+_SESSIONS: dict[tuple, ort.InferenceSession] = {}
+
+
+def cached_session(op, dtype, threads=1):
+    key = (op, dtype, threads)
+    if key not in _SESSIONS:
+        _SESSIONS[key] = session(make_model(op, dtype), threads)
+    return _SESSIONS[key]
+
+
+def run(sess, x, t, out_shape):
+    """Runs through IOBinding (onnxruntime's numpy bridge has no bfloat16)."""
+    binding = sess.io_binding()
+    onnx_type = {np.dtype(v[0]): v[1] for v in DTYPES.values()}[x.dtype]
+    raw = np.uint16 if x.dtype.itemsize == 2 else np.float32
+    # Keep the buffers alive until the run: some onnxruntime versions (1.24) hold no reference.
+    # Not np.ascontiguousarray: numpy < 2 makes a 0-d array 1-d.
+    buffers = [np.array(arr, order="C", copy=True).view(raw) for arr in (x, t)]
+    for name, buffer in zip(("x", "t"), buffers, strict=True):
+        value = ort.OrtValue.ortvalue_from_numpy_with_onnx_type(buffer, onnx_type)
+        binding.bind_ortvalue_input(name, value)
+    out = np.empty(out_shape, dtype=raw)
+    binding.bind_ortvalue_output(
+        "y", ort.OrtValue.ortvalue_from_numpy_with_onnx_type(out, onnx_type)
+    )
+    sess.run_with_iobinding(binding)
+    return out.view(x.dtype)
+
+
+def sample(shape_x, shape_t, log_target, dtype, seed=0, zeros=True):
+    """input = log_softmax-like values, target = softmax-like (or its log); some target zeros."""
+    rng = np.random.default_rng(seed)
+    x = np.log(rng.uniform(1e-3, 1.0, size=shape_x))
+    t = rng.uniform(0.0, 1.0, size=shape_t)
+    if zeros and t.size:
+        t.reshape(-1)[:: max(1, t.size // 3)] = 0.0
+    if log_target:
+        t = np.log(np.where(t == 0, 1e-3, t))
+    np_dtype = DTYPES[dtype][0]
+    return np.asarray(x).astype(np_dtype), np.asarray(t).astype(np_dtype)
+
+
+def scale(x, t, log_target):
+    """Magnitude of each loss term: the scale of float32 rounding errors."""
+    x = np.asarray(x, np.float64)
+    t = np.asarray(t, np.float64)
+    with np.errstate(all="ignore"):
+        if log_target:
+            s = np.exp(t) * (np.abs(t) + np.abs(x))
+        else:
+            s = np.where(
+                t == 0, 0.0, np.abs(t) * (np.abs(np.log(np.where(t == 0, 1, t))) + np.abs(x))
+            )
+    return np.broadcast_to(s, np.broadcast_shapes(x.shape, t.shape))
+
+
+def check(got, x, t, reduction, log_target, dtype):
+    eps = DTYPES[dtype][2]
+    want = kl_div(x.astype(np.float64), t.astype(np.float64), reduction, log_target)
+    s = scale(x, t, log_target)
+    if reduction != "none":
+        s = np.asarray(s.sum())
+        if reduction == "mean" and s.size:
+            s = s / max(1, int(np.prod(np.broadcast_shapes(x.shape, t.shape))))
+        elif reduction == "batchmean" and x.ndim and x.shape[0]:
+            s = s / x.shape[0]
+    assert got.shape == want.shape
+    got64 = got.astype(np.float64)
+    tol = 2 * eps * np.abs(want) + 1e-5 * s + (6e-8 if dtype == "float16" else 0.0) + 1e-30
+    # the float64 result rounded to the dtype (a value just past float32's range is inf there)
+    with np.errstate(invalid="ignore", over="ignore"):
+        rounded = want.astype(DTYPES[dtype][0]).astype(np.float64)
+        ok = (np.isnan(want) & np.isnan(got64)) | (got64 == want) | (got64 == rounded)
+        ok |= np.abs(got64 - want) <= tol
+    assert ok.all(), f"got {got64[~ok][:5]} want {want[~ok][:5]}"
+
+
+# ------------------------------------------------------------------------------------- library
+def test_library_is_found():
+    assert available()
+    assert library_path().endswith("libkldiv_onnx_ops.so")
+
+
+@pytest.mark.skipif(shutil.which("nm") is None, reason="nm (binutils) not installed")
+def test_only_register_custom_ops_is_exported():
+    out = subprocess.run(
+        ["nm", "-D", "--defined-only", library_path()], capture_output=True, text=True, check=True
+    ).stdout
+    symbols = {line.split()[-1] for line in out.splitlines() if line.strip()}
+    assert symbols == {"RegisterCustomOps"}
+
+
+def test_api_version_mirrors_the_library_source():
+    header = Path(__file__).resolve().parents[1] / "custom_ops" / "ort" / "kldiv_ops.h"
+    if not header.is_file():
+        pytest.skip("source tree not present")
+    match = re.search(r"kOrtApiVersion = (\d+);", header.read_text())
+    assert match and int(match.group(1)) == api_version()
+
+
+def test_op_names_mirror_the_library_source():
+    source = Path(__file__).resolve().parents[1] / "custom_ops" / "ort" / "kldiv_ops.cc"
+    if not source.is_file():
+        pytest.skip("source tree not present")
+    text = source.read_text()
+    for name in [*variant_ops(), GENERIC_OP]:
+        assert f'"{name}"' in text
+
+
+@pytest.mark.parametrize("op", [*variant_ops(), GENERIC_OP])
+@pytest.mark.parametrize("dtype", list(DTYPES))
+def test_every_contract_op_is_registered(op, dtype):
+    x, t = sample((3, 4), (3, 4), op.endswith("_logtarget"), dtype)
+    reduction, log_target = variant_ops().get(op, ("mean", False))
+    out_shape = (3, 4) if reduction == "none" else ()
+    got = run(cached_session(op, dtype), x, t, out_shape)
+    check(got, x, t, reduction, log_target, dtype)
+
+
+# ------------------------------------------------------------------------------------- values
+SHAPES = [
+    ((), ()),
+    ((7,), ()),
+    ((), (7,)),
+    ((1,), (1,)),
+    ((2, 3, 4), (2, 3, 4)),
+    ((10007,), (10007,)),
+    ((4, 3, 50), (3, 50)),  # leading broadcast of target
+    ((50,), (4, 3, 50)),  # leading broadcast of input
+    ((60, 3), (60, 1)),  # trailing broadcast, short rows
+    ((5, 300), (5, 1)),  # trailing broadcast, long rows
+    ((3, 1, 40), (3, 5, 40)),  # middle broadcast
+    ((9, 1), (1, 130)),  # outer product
+    ((2, 1, 3, 1, 2), (1, 4, 1, 5, 1)),  # rank 5
+    ((0, 3), (3,)),
+    ((2, 0), (2, 0)),
+    ((0,), ()),
+]
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("log_target", [False, True])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("shapes", SHAPES, ids=str)
+def test_matches_reference(shapes, reduction, log_target, dtype):
+    x, t = sample(*shapes, log_target, dtype, seed=len(str(shapes)))
+    out_shape = np.broadcast_shapes(*shapes) if reduction == "none" else ()
+    got = run(cached_session(op_name(reduction, log_target), dtype), x, t, out_shape)
+    check(got, x, t, reduction, log_target, dtype)
+    # the generic op with the same configuration as attributes: the same bits
+    attrs_got = run(session_generic(reduction, log_target, dtype), x, t, out_shape)
+    assert attrs_got.tobytes() == got.tobytes()
+
+
+def session_generic(reduction, log_target, dtype):
+    key = (GENERIC_OP, reduction, log_target, dtype)
+    if key not in _SESSIONS:
+        model = make_model(
+            GENERIC_OP, dtype, attrs={"reduction": reduction, "log_target": int(log_target)}
+        )
+        _SESSIONS[key] = session(model)
+    return _SESSIONS[key]
+
+
+def test_generic_op_defaults_to_mean_without_log_target():
+    x, t = sample((4, 5), (4, 5), False, "float32")
+    got = run(cached_session(GENERIC_OP, "float32"), x, t, ())
+    check(got, x, t, "mean", False, "float32")
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("log_target", [False, True])
+def test_special_values(dtype, log_target):
+    inf, nan = np.inf, np.nan
+    x = np.array([-inf, nan, 1.0, inf, 0.0, 2.0, -inf, inf, 0.5, -1.0])
+    t = np.array([0.0, -0.0, -1.0, 0.0, nan, inf, 1.0, inf, 1e-3, -inf])
+    np_dtype = DTYPES[dtype][0]
+    x, t = x.astype(np_dtype), t.astype(np_dtype)
+    got = run(cached_session(op_name("none", log_target), dtype), x, t, x.shape)
+    check(got, x, t, "none", log_target, dtype)
+    if not log_target:
+        assert (got[:2] == 0).all()  # t == 0 gives 0 even for x = -inf or NaN
+        assert np.isnan(got[2].astype(np.float32))  # t < 0
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    shapes=hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=5, max_side=6),
+    reduction=st.sampled_from(REDUCTIONS),
+    log_target=st.booleans(),
+    dtype=st.sampled_from(list(DTYPES)),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_hypothesis_shapes(shapes, reduction, log_target, dtype, seed):
+    x_shape, t_shape = shapes.input_shapes
+    x, t = sample(x_shape, t_shape, log_target, dtype, seed=seed)
+    out_shape = shapes.result_shape if reduction == "none" else ()
+    got = run(cached_session(op_name(reduction, log_target), dtype), x, t, out_shape)
+    check(got, x, t, reduction, log_target, dtype)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    values=hnp.arrays(
+        np.float32,
+        st.integers(1, 300),
+        elements=st.one_of(
+            st.floats(-1e4, 1e4, width=32), st.sampled_from([np.inf, -np.inf, np.nan, 0.0])
+        ),
+    ),
+    log_target=st.booleans(),
+)
+def test_hypothesis_values(values, log_target):
+    # input and target from the same draw: any float32 values, incl. inf and NaN
+    x = values
+    t = np.roll(values, 1) if not log_target else np.clip(np.roll(values, 1), -80, 80)
+    got = run(cached_session(op_name("none", log_target), "float32"), x, t, x.shape)
+    check(got, x, t, "none", log_target, "float32")
+
+
+# ------------------------------------------------------------------------------------- threads
+@pytest.mark.parametrize("reduction", ["sum", "none"])
+def test_bitwise_identical_for_1_and_2_threads(reduction):
+    n = 2**22 + 123
+    x, t = sample((n,), (n,), False, "float32", seed=5, zeros=False)
+    outs = [
+        run(
+            session(make_model(op_name(reduction, False)), threads=k),
+            x,
+            t,
+            (n,) if reduction == "none" else (),
+        )
+        for k in (1, 2)
+    ]
+    np.testing.assert_array_equal(outs[0].view(np.uint32), outs[1].view(np.uint32))
+
+
+def test_broadcast_beyond_2_to_31_elements():
+    n, m = 65537, 32771  # (n, 1) against (1, m): 2.15e9 elements
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-3, -1, size=(n, 1)).astype(np.float32)
+    t = rng.uniform(0.1, 1.0, size=(1, m)).astype(np.float32)
+    x64, t64 = x.astype(np.float64).ravel(), t.astype(np.float64).ravel()
+    total = n * np.sum(t64 * np.log(t64)) - x64.sum() * t64.sum()
+    got = run(session(make_model("KLDivLoss_sum"), threads=2), x, t, ())
+    np.testing.assert_allclose(float(got), total, rtol=1e-5)
+    got = run(session(make_model("KLDivLoss_batchmean"), threads=2), x, t, ())
+    np.testing.assert_allclose(float(got), total / n, rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------------- profiler
+def test_profiler_shows_the_fused_node(tmp_path):
+    sess = session(make_model("KLDivLoss_batchmean"), profile_prefix=tmp_path / "prof")
+    x, t = sample((64, 32), (64, 32), False, "float32")
+    run(sess, x, t, ())
+    with open(sess.end_profiling()) as f:
+        events = json.load(f)
+    ops = {e.get("args", {}).get("op_name") for e in events if e.get("cat") == "Node"}
+    assert "KLDivLoss_batchmean" in ops
+    assert not ops & {"Log", "Mul", "ReduceSum", "Sub", "Where", "Exp"}
+
+
+# ------------------------------------------------------------------------------------- errors
+def test_non_broadcastable_shapes_fail_at_run():
+    sess = cached_session("KLDivLoss_sum", "float32")
+    x = np.zeros((4, 5), np.float32)
+    t = np.zeros((3,), np.float32)
+    with pytest.raises(Exception, match=r"KLDivLoss_sum.*\[4, 5\].*\[3\].*not broadcastable"):
+        sess.run(None, {"x": x, "t": t})
+
+
+def test_non_broadcastable_static_shapes_fail_at_creation():
+    model = make_model("KLDivLoss_mean", x_shape=[4, 5], t_shape=[3])
+    with pytest.raises(Exception, match=r"KLDivLoss_mean.*not broadcastable.*5 vs 3"):
+        session(model)
+
+
+def test_mismatched_dtypes_fail_at_load():
+    with pytest.raises(Exception, match="KLDivLoss_mean"):
+        session(make_model("KLDivLoss_mean", "float32", t_dtype="float16"))
+
+
+@pytest.mark.parametrize(
+    ("attrs", "message"),
+    [
+        ({"reduction": "avg"}, "reduction='avg' is not one of"),
+        ({"reduction": "Mean"}, "reduction='Mean' is not one of"),
+        ({"reduction": 1}, "'reduction' must be a string"),
+        ({"log_target": 2}, "log_target=2 must be 0 or 1"),
+        ({"log_target": -1}, "log_target=-1 must be 0 or 1"),
+        ({"log_target": 1.0}, "'log_target' must be an int"),
+    ],
+)
+def test_bad_attributes_fail_at_creation(attrs, message):
+    with pytest.raises(Exception, match=f"KLDivLoss \\(node 'n0'\\).*{message}"):
+        session(make_model(GENERIC_OP, attrs=attrs))
+
+
+@pytest.mark.parametrize(
+    ("op", "attrs", "message"),
+    [
+        ("KLDivLoss_mean", {"reduction": "sum"}, "reduction='sum' contradicts the op name"),
+        ("KLDivLoss_sum_logtarget", {"log_target": 0}, "log_target=0 contradicts the op name"),
+        ("KLDivLoss_none", {"log_target": 1}, "log_target=1 contradicts the op name"),
+        ("KLDivLoss_batchmean", {"reduction": "bad"}, "reduction='bad' is not one of"),
+    ],
+)
+def test_contradicting_attribute_on_variant_fails(op, attrs, message):
+    with pytest.raises(Exception, match=f"{op} \\(node 'n0'\\).*{message}"):
+        session(make_model(op, attrs=attrs))
+
+
+def test_consistent_attribute_on_variant_is_accepted():
+    sess = session(
+        make_model("KLDivLoss_sum_logtarget", attrs={"reduction": "sum", "log_target": 1})
+    )
+    x, t = sample((3,), (3,), True, "float32")
+    check(run(sess, x, t, ()), x, t, "sum", True, "float32")
+
+
+def test_pointwise_reference_is_what_none_returns():
+    # sanity of the harness itself: 'none' through the kernel equals reference.pointwise
+    x, t = sample((5, 6), (6,), False, "float32")
+    got = run(cached_session("KLDivLoss_none", "float32"), x, t, (5, 6))
+    np.testing.assert_allclose(got, pointwise(x, t), rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------- function
+@pytest.mark.parametrize("log_target", [False, True])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_kernel_overrides_the_function_body(tmp_path, reduction, log_target):
+    """The exporter's one-node model (function form): with the library registered the kernel
+    runs (the profiler shows the custom node only); without it the body runs. Same data, same
+    result within float32 rounding."""
+    from kldiv_onnx.export import build_model
+
+    model = build_model(reduction, log_target, "float32", (8, 16), form="function")
+    x, t = sample((8, 16), (8, 16), log_target, "float32")
+    feeds = {"input": x, "target": t}
+    fused = session(model.SerializeToString(), profile_prefix=tmp_path / "prof")
+    got = fused.run(None, feeds)[0]
+    with open(fused.end_profiling()) as f:
+        ops = {e.get("args", {}).get("op_name") for e in json.load(f) if e.get("cat") == "Node"}
+    assert ops == {op_name(reduction, log_target)}
+    body = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(got, body.run(None, feeds)[0], rtol=1e-5, atol=1e-6)
+    check(got, x, t, reduction, log_target, "float32")
