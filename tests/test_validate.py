@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
 from kldiv_onnx import native, validate
@@ -77,6 +78,7 @@ def test_cli_op_config_json(tmp_path, capsys):
 
 def test_cli_exits_1_on_disagreement(tmp_path, monkeypatch, capsys):
     from kldiv_onnx.interop import validate as v
+
     real = v.reference_kl_div
     monkeypatch.setattr(v, "reference_kl_div", lambda *a: real(*a) * (1 + 1e-3))
     out = tmp_path / "bad.json"
@@ -111,3 +113,19 @@ def test_cli_bad_file(tmp_path, capsys):
     bad.write_text("nope")
     assert main(["validate", str(bad)]) == 2
     assert main(["validate", "--input-shape", "a,b"]) == 2
+
+
+def test_distillation_model_file_agrees_and_rtol_tightens(tmp_path, capsys):
+    """A distillation loss (a small difference of O(1) terms) agrees within the model-file
+    tolerance; an rtol far below float32's reach makes the same model disagree."""
+    from kldiv_onnx import distill
+
+    student, teacher = MODELS / "torch" / "student_mlp.onnx", MODELS / "torch" / "teacher_mlp.onnx"
+    merged = distill(
+        student, teacher, student_output="logits", teacher_output="logits", temperature=4.0
+    )
+    path = tmp_path / "distill.onnx"
+    onnx.save(merged, path)
+    assert main(["validate", str(path)]) == 0
+    assert main(["validate", str(path), "--rtol", "1e-9"]) == 1
+    assert "DISAGREES" in capsys.readouterr().out

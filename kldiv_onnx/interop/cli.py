@@ -111,7 +111,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
                         inputs = {k: data[k] for k in data.files}
                 except (OSError, ValueError) as exc:
                     raise UsageError(f"cannot read {args.inputs}: {exc}") from exc
-            report = validate_model(model, inputs, seed=args.seed)
+            report = validate_model(model, inputs, seed=args.seed, rtol=args.rtol)
         else:
             if args.inputs:
                 raise UsageError("--inputs needs a model file")
@@ -179,5 +179,12 @@ def register_cli(sub: Any) -> None:
     p.add_argument("--input-shape", type=_int_shape, default=[8, 10])
     p.add_argument("--target-shape", type=_int_shape, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--rtol",
+        type=float,
+        default=None,
+        help="model files: relative tolerance (default per dtype: float32 1e-4, float16 1e-2, "
+        "bfloat16 5e-2)",
+    )
     p.add_argument("--json", help="also write the table's data to this JSON file")
     p.set_defaults(func=_cmd_validate)
