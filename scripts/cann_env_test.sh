@@ -5,7 +5,8 @@
 # onnxruntime-cann wheel, numpy<2 (that wheel fails to import under numpy 2) and this project,
 # whose native library scikit-build-core compiles against the headers of
 # scripts/fetch_ort_headers.sh. Then runs tests/test_cann_env.py there, from outside the source
-# tree so that the installed package is the one imported.
+# tree so that the installed package is the one imported, and the native kernel's tests: the
+# library must load and compute right in onnxruntime 1.24 as in the newest release.
 #
 # Skips (exit 0, a line starting with SKIPPED) only where the wheel cannot be installed: no
 # onnxruntime-cann build for this Python or platform, or no package index. Any other failure
@@ -40,4 +41,5 @@ EOF
 
 cd "$(mktemp -d)"
 KLDIV_CANN_ENV=1 "$venv/bin/python" -m pytest -q -p no:cacheprovider \
-  --rootdir "$root" -c "$root/pyproject.toml" "$root/tests/test_cann_env.py" -rs
+  --rootdir "$root" -c "$root/pyproject.toml" -rs \
+  "$root/tests/test_cann_env.py" "$root/tests/test_native_kernel.py"
