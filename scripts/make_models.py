@@ -54,24 +54,25 @@ def generate() -> dict[str, bytes]:
     return out
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+def write_or_check(files: dict[str, bytes], folder: Path, script: str, argv: list[str]) -> int:
+    """Write ``files`` into ``folder``, or with ``--check`` in ``argv`` exit 1 if any differs."""
+    parser = argparse.ArgumentParser(description=f"writes {folder.name}/ (see {script})")
     parser.add_argument("--check", action="store_true", help="compare instead of writing")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     stale = []
-    for name, data in generate().items():
-        path = MODELS / name
+    for name, data in files.items():
+        path = folder / name
         if args.check:
             if not path.is_file() or path.read_bytes() != data:
                 stale.append(name)
         else:
-            MODELS.mkdir(exist_ok=True)
+            folder.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
-            print(f"wrote {path.relative_to(MODELS.parent)} ({len(data)} bytes)")
+            print(f"wrote {path} ({len(data)} bytes)")
     if stale:
-        print(f"stale: {stale}; run python scripts/make_models.py", file=sys.stderr)
+        print(f"stale: {stale}; run python scripts/{script}", file=sys.stderr)
     return 1 if stale else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(write_or_check(generate(), MODELS, "make_models.py", sys.argv[1:]))

@@ -9,7 +9,6 @@ Usage: python scripts/make_torch_models.py [--check]   (--check: exit 1 if model
 
 from __future__ import annotations
 
-import argparse
 import io
 import sys
 import warnings
@@ -52,24 +51,7 @@ def generate() -> dict[str, bytes]:
     return {name: export(mlp(hidden, seed)) for name, (hidden, seed) in SPECS.items()}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--check", action="store_true", help="compare instead of writing")
-    args = parser.parse_args()
-    stale = []
-    for name, data in generate().items():
-        path = MODELS / name
-        if args.check:
-            if not path.is_file() or path.read_bytes() != data:
-                stale.append(name)
-        else:
-            path.write_bytes(data)
-            print(f"wrote {path} ({len(data)} bytes)")
-    if stale:
-        print(f"stale: {', '.join(stale)} (run python scripts/make_torch_models.py)")
-        return 1
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    from make_models import write_or_check  # this script's folder is on sys.path
+
+    sys.exit(write_or_check(generate(), MODELS, "make_torch_models.py", sys.argv[1:]))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import ml_dtypes
 import numpy as np
 import pytest
@@ -92,3 +94,13 @@ def scale_of(x: np.ndarray, t: np.ndarray, reduction: str, log_target: bool) -> 
 @pytest.fixture(params=list(DTYPES))
 def dtype_name(request: pytest.FixtureRequest) -> str:
     return request.param
+
+
+@pytest.fixture
+def fresh_cache() -> Iterator[None]:
+    """An empty session cache before and after the test."""
+    from kldiv_onnx import runtime
+
+    runtime.clear_cache()
+    yield
+    runtime.clear_cache()

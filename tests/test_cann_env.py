@@ -22,12 +22,7 @@ if "CANNExecutionProvider" not in ort.get_available_providers():
     )
 CANN, CPU = providers.CANN, providers.CPU
 
-
-@pytest.fixture(autouse=True)
-def _fresh_cache():
-    runtime.clear_cache()
-    yield
-    runtime.clear_cache()
+pytestmark = pytest.mark.usefixtures("fresh_cache")
 
 
 def test_installed_package_and_wheel():

@@ -18,12 +18,7 @@ from kldiv_onnx.reference import kl_div as reference
 
 CANN, CPU = providers.CANN, providers.CPU
 
-
-@pytest.fixture(autouse=True)
-def _fresh_cache():
-    runtime.clear_cache()
-    yield
-    runtime.clear_cache()
+pytestmark = pytest.mark.usefixtures("fresh_cache")
 
 
 # --- cache -----------------------------------------------------------------------------------
