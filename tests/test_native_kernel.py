@@ -314,6 +314,16 @@ def test_broadcast_beyond_2_to_31_elements():
     np.testing.assert_allclose(float(got), total / n, rtol=1e-5)
 
 
+@pytest.mark.parametrize("log_target", [False, True])
+def test_float32_sum_of_2_to_24_within_2e_6(log_target):
+    """float32 reductions over 2**24 elements lie within 2e-6 relative of float64."""
+    n = 2**24
+    x, t = sample((n,), (n,), log_target, "float32", seed=7, zeros=False)
+    want = float(kl_div(x, t, "sum", log_target))
+    got = run(session(make_model(op_name("sum", log_target)), threads=2), x, t, ())
+    assert abs(float(got) - want) <= 2e-6 * abs(want)
+
+
 # ------------------------------------------------------------------------------------- profiler
 def test_profiler_shows_the_fused_node(tmp_path):
     sess = session(make_model("KLDivLoss_batchmean"), profile_prefix=tmp_path / "prof")
