@@ -1,0 +1,102 @@
+"""``kldiv-onnx bench``: every KLDivLoss backend measured side by side in one run.
+
+Backends (each skipped with a note when it cannot run here, never faked):
+
+- ``fused``: onnxruntime running the one-node model with the native library registered;
+- ``composite``: onnxruntime running the same model's function body (no library);
+- ``torch-export``: onnxruntime running ``F.kl_div`` as ``torch.onnx.export(dynamo=True)``
+  writes it (needs torch; a model onnxruntime cannot load, e.g. bfloat16, is reported as
+  failed with onnxruntime's message);
+- ``torch-eager``: PyTorch eager ``F.kl_div`` (``torch.set_num_threads`` = the thread count);
+- ``numpy-read``: numpy reading both inputs once (an integer sum over their raw bytes, split
+  over the same number of threads): the memory-bound reference line.
+
+What is timed: one call with the inputs already in place. onnxruntime runs through an IOBinding
+whose inputs are pre-bound ``OrtValue``s over the numpy buffers (no copy, no dtype conversion)
+and whose output is bound to the CPU device, so onnxruntime allocates it in each run as torch
+does; torch gets zero-copy ``from_numpy`` tensors. Per point: warm-up runs, then repeats until
+both a minimum count and a time budget are reached; the median, quartiles and min/max are kept.
+
+Peak extra memory (``peak_extra_bytes``): the kernel's peak resident set size (``VmHWM`` in
+``/proc/self/status``) during one call, minus the resident size just before it, after
+resetting the peak with ``/proc/self/clear_refs`` (Linux >= 4.0). So it counts every page the
+call touches beyond what was resident — its output, its temporaries, onnxruntime's and torch's
+allocations alike — and not the inputs. Just before, glibc's ``malloc_trim(0)`` returns freed
+heap pages to the kernel, so pages an earlier call freed are counted again when this call
+reuses them. onnxruntime is measured on a twin session with its CPU arena off (warmed up by one
+call on the first row): with the arena on, the intermediates of earlier calls stay resident
+and a call shows no growth. Where the kernel cannot do this, the field is ``None``.
+
+Layout: :mod:`.config` (what to measure), :mod:`.measure` (machine, memory probe, backends,
+timing, the runner: :func:`run_benchmark`), :mod:`.report` (ratios, targets, terminal tables,
+markdown, plot), :mod:`.cli` (``kldiv-onnx bench``).
+"""
+
+from .cli import main, register_cli
+from .config import (
+    BACKENDS,
+    BENCH_REDUCTIONS,
+    CLASSES,
+    DTYPE_NAMES,
+    FULL_SIZES,
+    QUICK_SIZES,
+    SCHEMA,
+    Config,
+    quick_config,
+)
+from .measure import (
+    READ_CHUNK_BYTES,
+    PeakMemory,
+    Point,
+    machine_info,
+    run_benchmark,
+    shape_of,
+    torch_export_model,
+)
+from .report import (
+    HALF_SLACK,
+    TARGET,
+    TARGET_READ_RATIO,
+    TARGET_SPEEDUP,
+    format_memory,
+    format_summary,
+    format_table,
+    markdown,
+    plot,
+    ratios,
+    summarize,
+    target_rows,
+)
+
+__all__ = [
+    "BACKENDS",
+    "BENCH_REDUCTIONS",
+    "CLASSES",
+    "DTYPE_NAMES",
+    "FULL_SIZES",
+    "HALF_SLACK",
+    "QUICK_SIZES",
+    "READ_CHUNK_BYTES",
+    "SCHEMA",
+    "TARGET",
+    "TARGET_READ_RATIO",
+    "TARGET_SPEEDUP",
+    "Config",
+    "PeakMemory",
+    "Point",
+    "format_memory",
+    "format_summary",
+    "format_table",
+    "machine_info",
+    "main",
+    "markdown",
+    "plot",
+    "quick_config",
+    "ratios",
+    "register_cli",
+    "run_benchmark",
+    "shape_of",
+    "summarize",
+    "target_rows",
+    "torch_export_model",
+]

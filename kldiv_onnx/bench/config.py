@@ -1,0 +1,60 @@
+"""What ``kldiv-onnx bench`` measures: the backends, dtypes, reductions and sizes, and
+:class:`Config` / :func:`quick_config`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+SCHEMA = "kldiv-onnx-bench/1"
+BACKENDS = ("fused", "composite", "torch-export", "torch-eager", "numpy-read")
+DTYPE_NAMES = ("float32", "float16", "bfloat16")
+BENCH_REDUCTIONS = ("none", "batchmean")
+FULL_SIZES = tuple(2**k for k in range(10, 27, 2))
+QUICK_SIZES = (2**10, 2**14)
+CLASSES = 1024
+"""Elements per row: a size of n elements is benchmarked as an (n // 1024, 1024) tensor."""
+
+
+@dataclass
+class Config:
+    """What to measure. ``budget_s``: timed seconds per point after ``min_repeats``."""
+
+    sizes: tuple[int, ...] = FULL_SIZES
+    dtypes: tuple[str, ...] = DTYPE_NAMES
+    reductions: tuple[str, ...] = BENCH_REDUCTIONS
+    threads: tuple[int, ...] = (1, 2)
+    backends: tuple[str, ...] = BACKENDS
+    warmup: int = 1
+    min_repeats: int = 5
+    max_repeats: int = 200
+    budget_s: float = 0.25
+    memory: bool = True
+    seed: int = 0
+
+    def validate(self) -> None:
+        """``ValueError`` naming the first bad field."""
+        from .._contract import REDUCTIONS
+
+        checks: list[tuple[str, Iterable[Any], Callable[[Any], bool]]] = [
+            ("sizes", self.sizes, lambda v: isinstance(v, int) and v >= 1),
+            ("dtypes", self.dtypes, lambda v: v in DTYPE_NAMES),
+            ("reductions", self.reductions, lambda v: v in REDUCTIONS),
+            ("threads", self.threads, lambda v: isinstance(v, int) and v >= 1),
+            ("backends", self.backends, lambda v: v in BACKENDS),
+        ]
+        for name, values, ok in checks:
+            values = tuple(values)
+            if not values:
+                raise ValueError(f"{name}: give at least one")
+            for value in values:
+                if not ok(value) or isinstance(value, bool):
+                    raise ValueError(f"{name}: bad value {value!r}")
+        if self.warmup < 0 or self.min_repeats < 1 or self.max_repeats < self.min_repeats:
+            raise ValueError("need warmup >= 0 and 1 <= min_repeats <= max_repeats")
+
+
+def quick_config() -> Config:
+    """The CI set: two small sizes, every dtype, reduction, thread count and backend."""
+    return Config(sizes=QUICK_SIZES, min_repeats=3, max_repeats=20, budget_s=0.01)

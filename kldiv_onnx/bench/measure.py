@@ -1,0 +1,576 @@
+"""Running the benchmark: machine info, the peak-memory probe, each backend's call, timing
+and the runner behind :func:`run_benchmark` (what is timed and how memory is measured: see the
+package docstring)."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import datetime
+import gc
+import hashlib
+import importlib.metadata
+import io
+import itertools
+import logging
+import os
+import platform
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import CLASSES, SCHEMA, Config
+from .report import _fmt_size, summarize
+
+# ----------------------------------------------------------------------------- memory
+
+
+def _status_kib(*keys: str) -> dict[str, int]:
+    found: dict[str, int] = {}
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in keys:
+                found[key] = int(value.split()[0])
+    return found
+
+
+class PeakMemory:
+    """Peak RSS growth of a call: ``VmHWM`` after it minus ``VmRSS`` before it, after
+    resetting ``VmHWM`` through ``/proc/self/clear_refs``. Before each measurement glibc's
+    ``malloc_trim(0)`` hands freed heap pages back to the kernel, so memory an earlier call
+    freed and this call reuses is counted again. ``available`` is False off Linux or where the
+    reset is refused."""
+
+    def __init__(self) -> None:
+        self.available = False
+        self.reason = ""
+        try:
+            self._reset()
+            if "VmHWM" not in _status_kib("VmHWM"):
+                raise KeyError("VmHWM not in /proc/self/status")
+        except (OSError, KeyError) as exc:
+            self.reason = f"peak RSS reset unavailable: {exc}"
+            return
+        self._trim: Callable[[int], int] | None = None
+        try:
+            self._trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError) as exc:  # not glibc: reused heap pages go unseen
+            self.reason = f"malloc_trim unavailable ({exc}); peaks may read low"
+        self.available = True
+
+    @staticmethod
+    def _reset() -> None:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")
+
+    def measure(self, call: Callable[[], Any]) -> int | None:
+        """Bytes of resident memory ``call`` added at its peak (its result is dropped inside)."""
+        if not self.available:
+            return None
+        if self._trim is not None:
+            self._trim(0)
+        self._reset()
+        before = _status_kib("VmRSS")["VmRSS"]
+        call()
+        peak = _status_kib("VmHWM")["VmHWM"]
+        return max(peak - before, 0) * 1024
+
+
+# ----------------------------------------------------------------------------- machine
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, SIMD level, cores, memory, load, versions and the native library used."""
+    from .. import __version__, native
+    from ..doctor import simd_level
+
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
+        model = next(
+            (ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), model
+        )
+    memory = None
+    with contextlib.suppress(OSError), open("/proc/meminfo", encoding="ascii") as f:
+        memory = next(int(ln.split()[1]) * 1024 for ln in f if ln.startswith("MemTotal"))
+    library: dict[str, Any] | None = None
+    if native.available():
+        path = Path(native.library_path())
+        stat = path.stat()
+        library = {
+            "path": str(path),
+            "modified": datetime.datetime.fromtimestamp(
+                stat.st_mtime, datetime.timezone.utc
+            ).isoformat(timespec="seconds"),
+            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        }
+    versions = {"python": platform.python_version(), "kldiv-onnx": __version__}
+    for package in ("numpy", "onnxruntime", "onnx", "onnxscript", "ml_dtypes", "torch"):
+        versions[package] = _version(package)
+    return {
+        "cpu_model": model,
+        "simd": simd_level(),
+        "cores": os.cpu_count(),
+        "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "memory_bytes": memory,
+        "platform": platform.platform(),
+        "loadavg": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "versions": versions,
+        "native_library": library,
+    }
+
+
+# ----------------------------------------------------------------------------- backends
+
+
+def _import_torch() -> tuple[Any, str]:
+    """``(torch, '')``, or ``(None, why)`` when it cannot be imported."""
+    try:
+        import torch
+    except ImportError as exc:  # also: sys.modules['torch'] = None in tests
+        return None, f"torch not installed ({exc})"
+    return torch, ""
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:400]
+
+
+def _ort_session(model: bytes, threads: int, library: str | None, arena: bool) -> Any:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.enable_cpu_mem_arena = arena
+    so.log_severity_level = 3
+    if library is not None:
+        so.register_custom_ops_library(library)
+    return ort.InferenceSession(model, sess_options=so, providers=["CPUExecutionProvider"])
+
+
+def _ortvalue(array: np.ndarray) -> Any:
+    import onnxruntime as ort
+    from onnx import TensorProto
+
+    from .._contract import DTYPES
+
+    if array.dtype == DTYPES["bfloat16"]:
+        return ort.OrtValue.ortvalue_from_numpy_with_onnx_type(
+            array.view(np.uint16), TensorProto.BFLOAT16
+        )
+    return ort.OrtValue.ortvalue_from_numpy(array)
+
+
+class _OrtCall:
+    """One session with pre-bound inputs; ``__call__`` runs it once, the output bound to the
+    CPU device (allocated by onnxruntime in the run) and released after."""
+
+    def __init__(self, sess: Any, x: np.ndarray, t: np.ndarray) -> None:
+        names = [i.name for i in sess.get_inputs()]
+        self.sess = sess
+        self.values = [_ortvalue(x), _ortvalue(t)]  # kept alive: the binding points at them
+        self.binding = sess.io_binding()
+        for name, value in zip(names, self.values, strict=True):
+            self.binding.bind_ortvalue_input(name, value)
+        self.output = sess.get_outputs()[0].name
+
+    def prepare(self) -> None:
+        self.binding.clear_binding_outputs()
+        self.binding.bind_output(self.output, "cpu")
+
+    def __call__(self) -> None:
+        self.sess.run_with_iobinding(self.binding)
+
+    def once(self) -> None:
+        self.prepare()
+        self()
+        self.binding.clear_binding_outputs()
+
+
+def torch_export_model(reduction: str, dtype: str) -> bytes:
+    """``F.kl_div(input, target, reduction)`` as ``torch.onnx.export(dynamo=True)`` writes it,
+    with both dims of both inputs dynamic."""
+    import torch
+    import torch.nn.functional as F
+
+    class Loss(torch.nn.Module):
+        def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return F.kl_div(x, t, reduction=reduction, log_target=False)
+
+    tdtype = getattr(torch, dtype)
+    x = torch.log_softmax(torch.randn(4, 8), dim=-1).to(tdtype)
+    t = torch.softmax(torch.randn(4, 8), dim=-1).to(tdtype)
+    batch, classes = torch.export.Dim("batch"), torch.export.Dim("classes")
+    dims = ({0: batch, 1: classes}, {0: batch, 1: classes})
+    quiet = io.StringIO()
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)  # the exporter's chatter (torchvision ops missing, ...)
+    try:
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(quiet),
+            contextlib.redirect_stderr(quiet),
+        ):
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(Loss().eval(), (x, t), dynamo=True, dynamic_shapes=dims)
+    finally:
+        logging.disable(previous)
+    return program.model_proto.SerializeToString()
+
+
+def _torch_tensor(torch: Any, array: np.ndarray) -> Any:
+    from .._contract import DTYPES
+
+    if array.dtype == DTYPES["bfloat16"]:
+        return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(array)
+
+
+def _raw_view(array: np.ndarray) -> np.ndarray:
+    """The array's bytes as the widest unsigned integers that tile them."""
+    raw = array.reshape(-1).view(np.uint8)
+    for width in (np.uint64, np.uint32, np.uint16):
+        if raw.size % np.dtype(width).itemsize == 0:
+            return raw.view(width)
+    return raw
+
+
+READ_CHUNK_BYTES = 1 << 20
+"""numpy-read hands a thread no less than this (as onnxruntime and torch keep small work on one
+thread): below it, dispatch to a pool would cost more than the read."""
+
+
+class _ReadBoth:
+    """numpy summing the raw bytes of both inputs (wrapping integer sums: vectorised, no
+    temporaries), each input split into up to ``threads`` chunks of at least
+    :data:`READ_CHUNK_BYTES` run on a thread pool (numpy releases the GIL in reductions)."""
+
+    def __init__(self, x: np.ndarray, t: np.ndarray, pool: ThreadPoolExecutor | None) -> None:
+        threads = pool._max_workers if pool is not None else 1
+        parts = max(1, min(threads, x.nbytes // READ_CHUNK_BYTES))
+        self.pool = pool if parts > 1 else None
+        self.chunks = [c for a in (x, t) for c in np.array_split(_raw_view(a), parts)]
+
+    def __call__(self) -> None:
+        if self.pool is None:
+            for chunk in self.chunks:
+                np.add.reduce(chunk)
+        else:
+            for future in [self.pool.submit(np.add.reduce, c) for c in self.chunks]:
+                future.result()
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+def _time(call: Callable[[], Any], prepare: Callable[[], Any] | None, cfg: Config) -> list[float]:
+    """Warm-up, then repeats until ``min_repeats`` and the time budget (or ``max_repeats``)."""
+    for _ in range(cfg.warmup):
+        if prepare is not None:
+            prepare()
+        call()
+    times: list[float] = []
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        spent = 0.0
+        while len(times) < cfg.max_repeats and (
+            len(times) < cfg.min_repeats or spent < cfg.budget_s
+        ):
+            if prepare is not None:
+                prepare()
+            start = time.perf_counter_ns()
+            call()
+            elapsed = (time.perf_counter_ns() - start) * 1e-9
+            times.append(elapsed)
+            spent += elapsed
+    finally:
+        if was_enabled:
+            gc.enable()
+    return times
+
+
+@dataclass
+class Point:
+    """One measurement: a backend at a (size, dtype, reduction, threads)."""
+
+    backend: str
+    dtype: str
+    reduction: str
+    threads: int
+    size: int
+    shape: list[int]
+    input_bytes: int
+    status: str = "ok"  # ok | failed | skipped
+    error: str | None = None
+    repeats: int = 0
+    median_s: float | None = None
+    q1_s: float | None = None
+    q3_s: float | None = None
+    min_s: float | None = None
+    max_s: float | None = None
+    ns_per_element: float | None = None
+    input_gb_per_s: float | None = None
+    peak_extra_bytes: int | None = None
+
+    def fill(self, times: Sequence[float]) -> None:
+        """Statistics of the repeat times (seconds)."""
+        arr = np.asarray(times, dtype=np.float64)
+        self.repeats = int(arr.size)
+        self.median_s = float(np.median(arr))
+        self.q1_s, self.q3_s = (float(v) for v in np.percentile(arr, [25, 75]))
+        self.min_s, self.max_s = float(arr.min()), float(arr.max())
+        self.ns_per_element = self.median_s * 1e9 / self.size
+        self.input_gb_per_s = self.input_bytes / self.median_s / 1e9
+
+
+@dataclass
+class _Progress:
+    """tqdm on stderr when installed, else a counter (in place on a terminal, a line every
+    10 s otherwise)."""
+
+    total: int
+    bar: Any = None
+    done: int = 0
+    enabled: bool = True
+    _last: float = field(default=0.0)
+
+    def __post_init__(self) -> None:
+        if not self.enabled:
+            return
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            return
+        self.bar = tqdm(total=self.total, unit="pt", desc="bench", file=sys.stderr)
+
+    def step(self, label: str) -> None:
+        self.done += 1
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.set_postfix_str(label, refresh=False)
+            self.bar.update(1)
+            return
+        now = time.monotonic()
+        if sys.stderr.isatty():
+            if now - self._last > 0.1 or self.done == self.total:
+                print(f"\rbench {self.done}/{self.total} {label:<48}", end="", file=sys.stderr)
+                self._last = now
+        elif now - self._last > 10 or self.done == self.total:
+            print(f"bench {self.done}/{self.total} {label}", file=sys.stderr)
+            self._last = now
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        elif self.enabled and sys.stderr.isatty():
+            print(file=sys.stderr)
+
+
+def shape_of(size: int) -> tuple[int, int]:
+    """(rows, classes) of a size: rows of 1024 elements where it divides, else one row."""
+    return (size // CLASSES, CLASSES) if size % CLASSES == 0 else (1, size)
+
+
+def _inputs(size: int, dtypes: Sequence[str], seed: int) -> dict[str, tuple[np.ndarray, ...]]:
+    from .._contract import DTYPES
+    from ..demo import sample
+
+    x, t = sample(shape_of(size), np.dtype(np.float32), seed)
+    return {
+        d: (x, t) if d == "float32" else (x.astype(DTYPES[d]), t.astype(DTYPES[d])) for d in dtypes
+    }
+
+
+class _Failed(RuntimeError):
+    """A backend that cannot run a point; the message is the reason, already formatted."""
+
+
+class _Runner:
+    """State of one benchmark run: what is available, models and sessions' failures, pools."""
+
+    def __init__(self, cfg: Config) -> None:
+        from .. import native
+
+        self.cfg = cfg
+        self.memory = PeakMemory() if cfg.memory else None
+        self.notes: list[str] = []
+        if self.memory is not None and self.memory.reason:
+            self.notes.append(self.memory.reason)
+        self.skipped: dict[str, str] = {}
+        self.library: str | None = None
+        if "fused" in cfg.backends:
+            try:
+                self.library = native.library_path()
+            except FileNotFoundError as exc:
+                self.skipped["fused"] = f"native library not available: {exc}"
+        self.torch: Any = None
+        if {"torch-export", "torch-eager"} & set(cfg.backends):
+            self.torch, why = _import_torch()
+            if self.torch is None:
+                for name in ("torch-export", "torch-eager"):
+                    if name in cfg.backends:
+                        self.skipped[name] = why
+        self.torch_threads = self.torch.get_num_threads() if self.torch is not None else None
+        self.models: dict[tuple[str, str, str], bytes] = {}
+        self.errors: dict[tuple, str] = {}  # (backend, reduction, dtype[, threads]) → why
+        self.pools = {n: ThreadPoolExecutor(n) for n in cfg.threads if n > 1}
+
+    def close(self) -> None:
+        for pool in self.pools.values():
+            pool.shutdown()
+        if self.torch_threads is not None:
+            self.torch.set_num_threads(self.torch_threads)
+
+    def model(self, backend: str, reduction: str, dtype: str) -> bytes:
+        """The ONNX model of an onnxruntime backend, built once; a failure is remembered."""
+        from ..export import build_model
+
+        key = (backend, reduction, dtype)
+        if key in self.errors:
+            raise _Failed(self.errors[key])
+        if key not in self.models:
+            try:
+                if backend == "torch-export":
+                    self.models[key] = torch_export_model(reduction, dtype)
+                else:
+                    proto = build_model(reduction, False, dtype, ["batch", "classes"])
+                    self.models[key] = proto.SerializeToString()
+            except Exception as exc:
+                self.errors[key] = f"export failed: {_first_line(exc)}"
+                raise _Failed(self.errors[key]) from exc
+        return self.models[key]
+
+    def sessions(self, point: Point) -> tuple[Any, Any]:
+        """(timed session with the arena, arena-off twin for memory or None), built per point
+        so that no arena outlives its point; a load failure is remembered."""
+        key = (point.backend, point.reduction, point.dtype, point.threads)
+        if key in self.errors:
+            raise _Failed(self.errors[key])
+        model = self.model(point.backend, point.reduction, point.dtype)
+        library = self.library if point.backend == "fused" else None
+        try:
+            sess = _ort_session(model, point.threads, library, arena=True)
+            twin = None
+            if self.memory is not None:
+                twin = _ort_session(model, point.threads, library, arena=False)
+        except Exception as exc:
+            self.errors[key] = f"session: {_first_line(exc)}"
+            raise _Failed(self.errors[key]) from exc
+        return sess, twin
+
+    def measure(self, point: Point, x: np.ndarray, t: np.ndarray) -> None:
+        """Fill ``point`` (times, memory); raises on a backend failure."""
+        cfg, memory = self.cfg, self.memory
+        if point.backend == "numpy-read":
+            call: Callable[[], Any] = _ReadBoth(x, t, self.pools.get(point.threads))
+            point.fill(_time(call, None, cfg))
+            if memory is not None:
+                point.peak_extra_bytes = memory.measure(call)
+            return
+        if point.backend == "torch-eager":
+            import torch.nn.functional as F
+
+            self.torch.set_num_threads(point.threads)
+            xt, tt = _torch_tensor(self.torch, x), _torch_tensor(self.torch, t)
+
+            def eager() -> None:
+                F.kl_div(xt, tt, reduction=point.reduction, log_target=False)
+
+            point.fill(_time(eager, None, cfg))
+            if memory is not None:
+                point.peak_extra_bytes = memory.measure(eager)
+            return
+        sess, twin = self.sessions(point)  # fused, composite, torch-export
+        timed = _OrtCall(sess, x, t)
+        point.fill(_time(timed, timed.prepare, cfg))
+        timed.binding.clear_binding_outputs()
+        if twin is not None and memory is not None:
+            _OrtCall(twin, x[:1], t[:1]).once()  # the twin's one-time set-up, on one row
+            other = _OrtCall(twin, x, t)
+            point.peak_extra_bytes = memory.measure(other.once)
+
+    def points(self, size: int, progress: _Progress) -> list[Point]:
+        """Every point of one size, backends side by side for each (dtype, reduction,
+        threads)."""
+        cfg = self.cfg
+        data = _inputs(size, cfg.dtypes, cfg.seed)
+        out: list[Point] = []
+        combos = itertools.product(cfg.dtypes, cfg.reductions, cfg.threads, cfg.backends)
+        for dtype, reduction, threads, backend in combos:
+            x, t = data[dtype]
+            point = Point(
+                backend, dtype, reduction, threads, size, list(x.shape), x.nbytes + t.nbytes
+            )
+            if backend in self.skipped:
+                point.status, point.error = "skipped", self.skipped[backend]
+            else:
+                try:
+                    self.measure(point, x, t)
+                except Exception as exc:
+                    point.status = "failed"
+                    point.error = str(exc) if isinstance(exc, _Failed) else _first_line(exc)
+            out.append(point)
+            progress.step(f"{backend} {dtype} {reduction} t{threads} {_fmt_size(size)}")
+        return out
+
+
+def run_benchmark(cfg: Config | None = None, progress: bool = True) -> dict[str, Any]:
+    """Measure every point of ``cfg``; return the JSON-ready result (machine, config, notes,
+    skipped backends, points, summary). Backends that cannot run here are listed under
+    ``skipped`` and their points carry ``status='skipped'``; a backend that fails at a point
+    (e.g. onnxruntime cannot load its model) carries ``status='failed'`` and the error."""
+    cfg = cfg or Config()
+    cfg.validate()
+    started = time.time()
+    machine = machine_info()
+    runner = _Runner(cfg)
+    points: list[Point] = []
+    per_size = len(cfg.dtypes) * len(cfg.reductions) * len(cfg.threads) * len(cfg.backends)
+    bar = _Progress(len(cfg.sizes) * per_size, enabled=progress)
+    try:
+        for size in cfg.sizes:
+            points += runner.points(size, bar)
+            gc.collect()
+    finally:
+        bar.close()
+        runner.close()
+    machine["loadavg_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
+    result: dict[str, Any] = {
+        "schema": SCHEMA,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "duration_s": round(time.time() - started, 1),
+        "machine": machine,
+        "config": asdict(cfg),
+        "method": {
+            "time": "median of repeated calls after warm-up; inputs pre-bound (onnxruntime "
+            "IOBinding over the numpy buffers, torch.from_numpy), output allocated by the call",
+            "memory": "peak RSS growth during one call (VmHWM after a clear_refs reset minus "
+            "VmRSS before); onnxruntime on a twin session with the CPU arena off",
+            "shape": f"(size // {CLASSES}, {CLASSES})",
+            "numpy-read": "np.add.reduce over each input's bytes viewed as uint64, one chunk "
+            f"per thread (chunks of at least {READ_CHUNK_BYTES} bytes)",
+        },
+        "skipped": [{"backend": b, "reason": r} for b, r in runner.skipped.items()],
+        "notes": runner.notes,
+        "points": [asdict(p) for p in points],
+    }
+    result["summary"] = summarize(result)
+    return result
