@@ -7,9 +7,11 @@ what runs is the registered kernel or nothing.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import ml_dtypes
@@ -421,3 +423,40 @@ def test_kernel_overrides_the_function_body(tmp_path, reduction, log_target):
     body = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(got, body.run(None, feeds)[0], rtol=1e-5, atol=1e-6)
     check(got, x, t, reduction, log_target, "float32")
+
+
+# ------------------------------------------------------------------------------------- ISA paths
+_ISA_SCRIPT = """
+import sys
+import numpy as np
+import kldiv_onnx
+from kldiv_onnx.demo import sample
+x, t = sample((257, 131), np.dtype(sys.argv[1]), 11)
+lt = np.log(np.maximum(t.astype(np.float64), 1e-4)).astype(x.dtype)
+for target, log_target in ((t, False), (lt, True)):
+    for reduction in ("none", "sum"):
+        out = kldiv_onnx.kl_div(x, target, reduction, log_target, backend="fused")
+        ref = kldiv_onnx.reference_kl_div(x, target, reduction, log_target)
+        err = np.abs(out.astype(np.float64) - ref)
+        print(float(np.max(err / (np.abs(ref) + 1e-3))))
+"""
+
+
+@pytest.mark.parametrize("isa", ["avx2", "scalar"])
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_capped_isa_paths_through_onnxruntime(isa, dtype, tmp_path):
+    """KLDIV_ONNX_ISA caps the SIMD path chosen at load: the AVX2 and scalar loops (besides the
+    best one this CPU has, used everywhere else) give the reference's results in onnxruntime."""
+    env = {**os.environ, "KLDIV_ONNX_ISA": isa}
+    proc = subprocess.run(
+        [sys.executable, "-c", _ISA_SCRIPT, dtype],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,  # `python -c` puts the working directory first on sys.path
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    errors = [float(line) for line in proc.stdout.split()]
+    assert len(errors) == 4
+    assert max(errors) <= (1e-5 if dtype == "float32" else 2.0**-10)
