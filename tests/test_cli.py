@@ -112,7 +112,7 @@ def test_demo(capsys):
     assert main(["demo", "--size", "20000"]) == 0
     out = capsys.readouterr().out
     assert "seed example" in out and "-0.225" in out and "composite" in out
-    assert bool(re.search(r"^seed example\s+fused\s", out, re.M)) == native.available()
+    assert bool(re.search(r"^seed example\s+float32\s+fused\s", out, re.M)) == native.available()
     assert "all backends agree" in out
 
 
