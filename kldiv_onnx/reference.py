@@ -55,3 +55,33 @@ def kl_div(
         elif reduction == "batchmean" and len(x_shape) > 0:
             total = total / np.float64(x_shape[0])
     return np.array(total, dtype=np.float64)
+
+
+def reference_ops() -> list[type]:
+    """``onnx.reference`` implementations of every ``kldiv_onnx`` op, computed by
+    :func:`kl_div` and rounded to the input's dtype: ``ReferenceEvaluator(model,
+    new_ops=reference_ops())`` then runs a node without inlining its function, and the generic
+    ``KLDivLoss`` (attributes ``reduction``, ``log_target``), which has no function body."""
+    from onnx.reference.op_run import OpRun
+
+    from ._contract import DOMAIN, GENERIC_OP, variant_ops
+
+    class _KLDivLoss(OpRun):
+        op_domain = DOMAIN
+        fixed: tuple[str, bool] | None = None
+
+        def _run(self, input, target, reduction=None, log_target=None):  # noqa: ANN001
+            if self.fixed is not None:
+                reduction, log_target = self.fixed
+            reduction = "mean" if reduction is None else reduction
+            if isinstance(reduction, bytes):
+                reduction = reduction.decode()
+            if log_target not in (None, 0, 1):
+                raise ValueError(f"{GENERIC_OP}: log_target must be 0 or 1, got {log_target!r}")
+            out = kl_div(input, target, reduction, bool(log_target))
+            return (out.astype(np.asarray(input).dtype),)
+
+    ops: list[type] = [type(GENERIC_OP, (_KLDivLoss,), {})]
+    for name, config in variant_ops().items():
+        ops.append(type(name, (_KLDivLoss,), {"fixed": config}))
+    return ops

@@ -160,3 +160,44 @@ def test_bad_arguments(kwargs, match):
 def test_bad_dtype(dtype):
     with pytest.raises(TypeError, match="dtype must be one of"):
         build_model(dtype=dtype)
+
+
+def _generic_model(attrs: dict) -> onnx.ModelProto:
+    node = onnx.helper.make_node("KLDivLoss", ["input", "target"], ["loss"], domain=DOMAIN, **attrs)
+    value = onnx.helper.make_tensor_value_info
+    graph = onnx.helper.make_graph(
+        [node],
+        "generic",
+        [value(n, onnx.TensorProto.FLOAT, [3, 4]) for n in ("input", "target")],
+        [value("loss", onnx.TensorProto.FLOAT, None)],
+    )
+    opsets = [onnx.helper.make_opsetid("", 15), onnx.helper.make_opsetid(DOMAIN, 1)]
+    return onnx.helper.make_model(graph, opset_imports=opsets)
+
+
+@pytest.mark.parametrize(
+    ("attrs", "reduction", "log_target"),
+    [
+        ({}, "mean", False),
+        ({"reduction": "sum", "log_target": 1}, "sum", True),
+        ({"reduction": "none"}, "none", False),
+    ],
+)
+def test_reference_ops_run_the_generic_op(attrs, reduction, log_target):
+    """onnx.reference runs the generic KLDivLoss node (no function body) with reference_ops."""
+    from kldiv_onnx.reference import reference_ops
+
+    x, t = make_inputs((3, 4), (3, 4), np.dtype(np.float32), log_target)
+    sess = ReferenceEvaluator(_generic_model(attrs), new_ops=reference_ops())
+    (out,) = sess.run(None, {"input": x, "target": t})
+    np.testing.assert_allclose(out, reference(x, t, reduction, log_target).astype(np.float32))
+    assert out.dtype == np.float32
+
+
+def test_reference_ops_reject_a_bad_log_target():
+    from kldiv_onnx.reference import reference_ops
+
+    x, t = make_inputs((3, 4), (3, 4), np.dtype(np.float32), False)
+    sess = ReferenceEvaluator(_generic_model({"log_target": 2}), new_ops=reference_ops())
+    with pytest.raises(ValueError, match="log_target must be 0 or 1"):
+        sess.run(None, {"input": x, "target": t})
