@@ -57,6 +57,34 @@ def kl_div(
     return np.array(total, dtype=np.float64)
 
 
+def error_scale(
+    input: np.ndarray, target: np.ndarray, reduction: str = "mean", log_target: bool = False
+) -> np.ndarray:
+    """The magnitude rounding errors of a computation of the loss scale with: per element, the
+    size of the terms before they cancel (``|t|·(|log t| + |x|)``, or ``exp(t)·(|t| + |x|)``
+    with a log-target), in the broadcast shape for ``'none'``; for a reduction their sum,
+    divided like the loss (a 0-d array). Non-finite terms count as 0."""
+    check_reduction(reduction)
+    x = np.asarray(input, dtype=np.float64)
+    t = np.asarray(target, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        if log_target:
+            terms = np.exp(t) * (np.abs(t) + np.abs(x))
+        else:
+            terms = np.abs(t) * (np.abs(np.log(np.where(t > 0, t, 1.0))) + np.abs(x))
+    terms = np.broadcast_to(
+        np.where(np.isfinite(terms), terms, 0.0), np.broadcast_shapes(x.shape, t.shape)
+    )
+    if reduction == "none":
+        return terms
+    total = terms.sum()
+    if reduction == "mean":
+        total = total / max(terms.size, 1)
+    elif reduction == "batchmean" and x.ndim:
+        total = total / max(x.shape[0], 1)
+    return np.asarray(total, dtype=np.float64)
+
+
 def reference_ops() -> list[type]:
     """``onnx.reference`` implementations of every ``kldiv_onnx`` op, computed by
     :func:`kl_div` and rounded to the input's dtype: ``ReferenceEvaluator(model,

@@ -46,6 +46,7 @@ from .. import native, runtime
 from .._contract import DOMAIN, DTYPES, ONNX_TYPES, check_reduction, dtype_name, variant_ops
 from ..demo import sample
 from ..export import build_model
+from ..reference import error_scale
 from ..reference import kl_div as reference_kl_div
 from .embed import load
 
@@ -160,27 +161,9 @@ def tolerance(
 ) -> np.ndarray:
     """The per-element tolerance of the module docstring for the loss of ``x`` and ``t``."""
     eps = float(ml_dtypes.finfo(x.dtype).eps)
-    xf, tf = x.astype(np.float64), t.astype(np.float64)
-    with np.errstate(all="ignore"):
-        if log_target:
-            scale = np.exp(tf) * (np.abs(tf) + np.abs(xf))
-        else:
-            scale = np.abs(tf) * (np.abs(np.log(np.where(tf > 0, tf, 1.0))) + np.abs(xf))
-    scale = np.broadcast_to(
-        np.where(np.isfinite(scale), scale, 0.0),
-        ref.shape if reduction == "none" else np.broadcast_shapes(x.shape, t.shape),
-    )
-    n = max(scale.size, 1)
-    if reduction != "none":
-        total = float(scale.sum())
-        if reduction == "mean":
-            total /= n
-        elif reduction == "batchmean" and x.ndim:
-            total /= max(x.shape[0], 1)
-        scale = np.asarray(total)
-        accumulation = 2 * _F32_EPS * math.sqrt(n)
-    else:
-        accumulation = 0.0
+    scale = error_scale(x, t, reduction, log_target)
+    n = max(int(np.prod(np.broadcast_shapes(x.shape, t.shape), dtype=np.int64)), 1)
+    accumulation = 0.0 if reduction == "none" else 2 * _F32_EPS * math.sqrt(n)
     return 2 * eps * np.abs(ref) + (4 * eps + accumulation) * scale + 1e-30
 
 
