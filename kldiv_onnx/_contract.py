@@ -39,6 +39,8 @@ ONNX_TYPES: dict[str, int] = {
     "float16": TensorProto.FLOAT16,
     "bfloat16": TensorProto.BFLOAT16,
 }
+ONNX_TYPE_NAMES: dict[int, str] = {code: name for name, code in ONNX_TYPES.items()}
+"""ONNX element type → dtype name (the inverse of :data:`ONNX_TYPES`)."""
 
 
 def op_name(reduction: str, log_target: bool) -> str:

@@ -9,7 +9,7 @@ import ml_dtypes
 import numpy as np
 
 from . import native, runtime
-from ._contract import DTYPES, check_reduction
+from ._contract import DTYPES, check_reduction, dtype_name
 from .export import build_model
 from .reference import kl_div as _reference
 
@@ -96,7 +96,7 @@ def kl_div(
     x, t, _ = _validate(input, target)
     if backend == "numpy":
         return np.asarray(_reference(x, t, reduction, log_target).astype(x.dtype))
-    name = next(k for k, v in DTYPES.items() if v == x.dtype)
+    name = dtype_name(x.dtype)
     sess = runtime.session(
         _model_bytes(reduction, bool(log_target), name, (x.ndim, t.ndim)),
         providers=["CPUExecutionProvider"],

@@ -22,14 +22,13 @@ from .._contract import (
     DOMAIN_VERSION,
     IR_VERSION,
     MIN_OPSET,
+    ONNX_TYPE_NAMES,
     ONNX_TYPES,
     check_reduction,
     op_name,
 )
 from ..composite import function_proto
 from ..export import FORMS, Dim, output_shape
-
-_DTYPE_OF = {code: name for name, code in ONNX_TYPES.items()}
 
 
 def load(model: ModelProto | str | os.PathLike, what: str = "model") -> ModelProto:
@@ -110,12 +109,12 @@ def dims_of(vi: ValueInfoProto) -> list[Dim] | None:
 
 def dtype_of(vi: ValueInfoProto, role: str) -> str:
     elem = vi.type.tensor_type.elem_type
-    if elem not in _DTYPE_OF:
+    if elem not in ONNX_TYPE_NAMES:
         name = TensorProto.DataType.Name(elem) if elem else "unknown"
         raise TypeError(
             f"{role} {vi.name!r} has type {name}, KLDivLoss takes one of {tuple(ONNX_TYPES)}"
         )
-    return _DTYPE_OF[elem]
+    return ONNX_TYPE_NAMES[elem]
 
 
 def ensure_opset(model: ModelProto, minimum: int = MIN_OPSET) -> ModelProto:

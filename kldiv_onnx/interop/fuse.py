@@ -56,13 +56,14 @@ from .._contract import (
     DOMAIN_VERSION,
     IR_VERSION,
     MIN_OPSET,
+    ONNX_TYPE_NAMES,
     ONNX_TYPES,
     op_name,
     variant_ops,
 )
 from ..composite import function_proto
 
-_DTYPES = {ir.DataType(code): name for name, code in ONNX_TYPES.items()}
+_DTYPES = ONNX_TYPE_NAMES  # ir.DataType is an int enum: it keys this dict as it is
 
 
 class Fused(NamedTuple):
