@@ -1,0 +1,19 @@
+"""onnxruntime without the native library: a function-form loss runs as its onnxscript body."""
+
+from __future__ import annotations
+
+import onnx
+
+from .base import Runner, Runtime
+
+
+class OrtComposite(Runtime):
+    name = "onnxruntime composite"
+    module = "onnxruntime"
+    distribution = "onnxruntime"
+
+    def load(self, model: onnx.ModelProto) -> Runner:
+        from .. import runtime
+
+        sess = runtime.session(model, providers=["CPUExecutionProvider"], fused=False)
+        return lambda feeds: runtime.run(sess, feeds)

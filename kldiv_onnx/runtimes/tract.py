@@ -1,0 +1,51 @@
+"""tract (Sonos' ONNX runtime, through its Python bindings): the portable file, every function
+inlined (:func:`kldiv_onnx.portable.inline`), since tract has no way to register an op from
+Python. tract has no bfloat16 ("Unknown DatumType Bfloat16")."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+
+import numpy as np
+import onnx
+from onnx import TensorProto
+
+from .._contract import DOMAIN, GENERIC_OP
+from .base import Runner, Runtime, elem_types, graph_input_names
+
+
+class Tract(Runtime):
+    name = "tract (inlined)"
+    module = "tract"
+    distribution = "tract"
+
+    def unsupported(self, model: onnx.ModelProto) -> str | None:
+        if TensorProto.BFLOAT16 in elem_types(model):
+            return "tract has no bfloat16"
+        if any(n.domain == DOMAIN and n.op_type == GENERIC_OP for n in model.graph.node):
+            return f"the generic {GENERIC_OP} has no function body to inline"
+        return None
+
+    def load(self, model: onnx.ModelProto) -> Runner:
+        import tract
+
+        from ..portable import inline
+
+        portable = inline(model)
+        with tempfile.TemporaryDirectory(prefix="kldiv-tract-") as folder:
+            path = os.path.join(folder, "model.onnx")  # tract loads from a path only
+            with open(path, "wb") as f:
+                f.write(portable.SerializeToString())
+            runnable = tract.onnx().load(path).into_model().into_runnable()
+        names = graph_input_names(portable)
+
+        def run(feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+            missing = [n for n in names if n not in feeds]
+            if missing:
+                raise ValueError(f"no value given for model inputs {missing}")
+            outputs = runnable.run([np.ascontiguousarray(feeds[n]) for n in names])
+            return [o.to_numpy() for o in outputs]
+
+        return run
