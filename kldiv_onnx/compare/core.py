@@ -1,0 +1,171 @@
+"""``compare``: the KL divergence between two models' output distributions over a data set."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Sequence
+
+import onnxruntime as ort
+
+from .. import native
+from .. import providers as _providers
+from . import models
+from .data import Dataset
+from .engines import ENGINES, RUNNERS, Job, Progress
+from .report import CompareReport, build_report
+
+DEFAULT_BATCH_SIZE = 256
+
+
+def provider_list(provider: str | Sequence[str] | None) -> str | list[str]:
+    """A model's providers as the session policy takes them: ``None`` or ``'auto'`` → ``'auto'``;
+    a name, a short name (``cpu``, ``cann``, ``CUDA``…, any case) or a comma-separated list →
+    full names; ``ValueError`` for a name onnxruntime does not know."""
+    if provider is None or provider == "auto":
+        return "auto"
+    parts = provider.split(",") if isinstance(provider, str) else list(provider)
+    known = list(dict.fromkeys([*ort.get_available_providers(), _providers.CANN, _providers.CPU]))
+    names = []
+    for part in parts:
+        text = str(part).strip()
+        match = [
+            k
+            for k in known
+            if text.lower() in (k.lower(), k.lower().removesuffix("executionprovider"))
+        ]
+        if not match:
+            short = [k.removesuffix("ExecutionProvider") for k in known]
+            raise ValueError(f"unknown provider {text!r}; known here: {', '.join(short)}")
+        names.append(match[0])
+    return names
+
+
+def _check_args(
+    kind: str, temperature: float, batch_size: int, engine: str, limit: int | None
+) -> None:
+    if kind not in models.KINDS:
+        raise ValueError(f"kind must be one of {', '.join(models.KINDS)}, got {kind!r}")
+    if (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, (int, float))
+        or not math.isfinite(temperature)
+        or temperature <= 0
+    ):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    if temperature != 1.0 and kind != "logits":
+        raise ValueError(f"temperature divides logits: it needs kind 'logits', not {kind!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch size must be an int >= 1, got {batch_size!r}")
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be an int >= 1, got {limit!r}")
+
+
+def compare(
+    base: models.ModelLike,
+    candidate: models.ModelLike,
+    data: str | os.PathLike,
+    *,
+    output: str | None = None,
+    kind: str = "logits",
+    temperature: float = 1.0,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    engine: str = "local",
+    base_provider: str | Sequence[str] | None = None,
+    candidate_provider: str | Sequence[str] | None = None,
+    limit: int | None = None,
+    progress: bool = False,
+) -> CompareReport:
+    """KL(P_base ‖ P_candidate) per sample over ``data``, and its statistics.
+
+    ``base``/``candidate``: model paths, bytes or ``ModelProto``s taking the same inputs.
+    ``data``: an ``.npz`` (keys = input names), a folder of ``.npz`` shards, or Parquet (a file
+    or a folder; one column per input, fixed-size list columns for multi-dimensional inputs);
+    see :mod:`kldiv_onnx.compare.data`. ``output``: the compared output where the models have
+    several. ``kind``: what the output holds along its last (class) axis: ``'logits'``
+    (divided by ``temperature``, then log-softmax), ``'log-probs'`` or ``'probs'``. A sample is
+    one position of the output's leading axes (one data row for a ``(batch, classes)`` output),
+    numbered in C order.
+
+    Each batch of ``batch_size`` rows is read, run through both models (each on its own
+    providers through :mod:`kldiv_onnx.providers`: ``None`` means the default policy) and
+    reduced to its per-sample KL (the project's ``KLDivLoss_none_logtarget`` op in float32,
+    summed over the classes in float64) and top-1 agreement; only one float per sample is kept.
+    ``engine='ray'`` runs the batches on Ray Data (``RAY_ADDRESS`` points at a cluster).
+    ``limit``: only the first ``limit`` rows. ``progress``: a progress bar on a terminal.
+
+    NaN samples (a NaN in either output's row) are counted and listed, and left out of every
+    statistic, top-1 agreement included. Raises ``ValueError`` (one line) for a bad argument,
+    unreadable or mismatched models, or data that does not fit them.
+    """
+    _check_args(kind, temperature, batch_size, engine, limit)
+    providers = (provider_list(base_provider), provider_list(candidate_provider))
+    t_start = time.perf_counter()
+    base_info = models.load(base, "base")
+    candidate_info = models.load(candidate, "candidate")
+    outputs = models.pick_outputs(base_info, candidate_info, output)
+    dataset = Dataset(data)
+    try:
+        feed_types = models.check_data(base_info, candidate_info, dataset.columns(), batch_size)
+        rows = dataset.rows if limit is None else min(limit, dataset.rows)
+        if rows == 0:
+            raise ValueError(f"data {os.fspath(data)!r} holds no samples")
+        fixed = [
+            t.dims[0]
+            for info in (base_info, candidate_info)
+            for t in info.inputs.values()
+            if t.dims and isinstance(t.dims[0], int)
+        ]
+        if fixed and rows % fixed[0]:
+            raise ValueError(
+                f"the models take batches of exactly {fixed[0]} rows; {rows} rows are not a "
+                "multiple of it"
+            )
+        job = Job(
+            data=os.fspath(data),
+            rows=rows,
+            batch_size=batch_size,
+            base=base_info.data,
+            candidate=candidate_info.data,
+            kl=models.kl_model(kind, float(temperature)).SerializeToString(),
+            outputs=outputs,
+            feed_types=feed_types,
+            providers=providers,
+        )
+        bar = Progress(rows, progress)
+        try:
+            results, running = RUNNERS[engine](job, dataset, bar)
+        finally:
+            bar.close()
+    finally:
+        dataset.close()
+    t_stats = time.perf_counter()
+    values = results.values
+    assert values is not None  # rows > 0: at least one batch ran
+    report = build_report(
+        values,
+        results.agree,
+        models={"base": base_info.label, "candidate": candidate_info.label},
+        output={"base": outputs[0], "candidate": outputs[1]},
+        kind=kind,
+        temperature=float(temperature),
+        providers={"base": list(running[0]), "candidate": list(running[1])},
+        engine=engine,
+        batch_size=batch_size,
+        kl_op="fused kernel" if native.available() else "function body",
+        data=os.fspath(data),
+        rows=rows,
+        timings={},
+    )
+    end = time.perf_counter()
+    wall = end - t_start
+    report.timings.update(
+        {k: round(v, 6) for k, v in results.timings.items()},
+        stats_s=round(end - t_stats, 6),
+        wall_s=round(wall, 6),
+        samples_per_s=round(values.size / wall, 3),
+    )
+    return report
