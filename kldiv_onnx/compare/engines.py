@@ -64,9 +64,9 @@ class BatchRunner:
             for name, t in job.feed_types.items()
         }
         t0 = time.perf_counter()
-        base = runtime.run(self.base, feeds, [job.outputs[0]])[0]
+        base = _run_model(self.base, feeds, job.outputs[0], "base")
         t1 = time.perf_counter()
-        candidate = runtime.run(self.candidate, feeds, [job.outputs[1]])[0]
+        candidate = _run_model(self.candidate, feeds, job.outputs[1], "candidate")
         t2 = time.perf_counter()
         if base.shape != candidate.shape:
             raise ValueError(
@@ -92,6 +92,29 @@ class BatchRunner:
         timings["kl_s"] += t3 - t2
         per_row = int(np.prod(base.shape[1:-1], dtype=np.int64))
         return kl, agree, per_row
+
+
+def _run_model(sess: Any, feeds: Mapping[str, np.ndarray], output: str, role: str) -> np.ndarray:
+    try:
+        return runtime.run(sess, feeds, [output])[0]
+    except Exception as exc:  # onnxruntime's errors: the data does not fit the model
+        text = str(exc).strip().splitlines()
+        raise ValueError(
+            f"the {role} model failed on the data: {text[0] if text else exc!r}"
+        ) from exc
+
+
+def _user_error(exc: BaseException) -> BaseException:
+    """The ``ValueError`` a worker raised, out of Ray's wrappers (which add a traceback)."""
+    seen = exc
+    for _ in range(10):
+        cause = getattr(seen, "cause", None) or seen.__cause__
+        if cause is None:
+            break
+        seen = cause
+        if type(seen) is ValueError:
+            return seen
+    return exc
 
 
 class Results:
@@ -200,6 +223,11 @@ class RayWorker:
     of the plan it is handed (one batch number per call)."""
 
     def __init__(self, job: Job) -> None:
+        import ray
+
+        blobs = {k: getattr(job, k) for k in ("base", "candidate", "kl")}
+        refs = {k: v for k, v in blobs.items() if isinstance(v, ray.ObjectRef)}
+        job = _with(job, **dict(zip(refs, ray.get(list(refs.values())), strict=True)))
         self.job = job
         self.runner = BatchRunner(job)
         self.dataset = Dataset(job.data)
@@ -259,7 +287,14 @@ def run_ray(
         if workers is None:
             workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
         workers = max(1, min(workers, len(plan)))
-        job = _with(job, threads=1)
+        # the models travel once through the object store, not inside each actor's arguments
+        job = _with(
+            job,
+            threads=1,
+            base=ray.put(job.base),
+            candidate=ray.put(job.candidate),
+            kl=ray.put(job.kl),
+        )
         items = ray.data.from_items(
             [{"batch": i} for i in range(len(plan))], override_num_blocks=len(plan)
         )
@@ -267,18 +302,24 @@ def run_ray(
             RayWorker,
             fn_constructor_kwargs={"job": job},
             batch_size=1,
-            concurrency=workers,
+            compute=ray.data.ActorPoolStrategy(size=workers),
             num_cpus=1,
         )
         results = Results(job.rows)
-        for block in mapped.iter_batches(batch_size=None, batch_format="numpy"):
-            if not block["kl"].size:
-                continue
-            per_row = int(block["per_row"][0])
-            results.add_at(block["sample"], block["kl"], block["agree"], per_row)
-            progress.update(block["kl"].size // per_row)
-            for key in TIMERS:
-                results.timings[key] += float(block[key].sum())
+        try:
+            for block in mapped.iter_batches(batch_size=None, batch_format="numpy"):
+                if not block["kl"].size:
+                    continue
+                per_row = int(block["per_row"][0])
+                results.add_at(block["sample"], block["kl"], block["agree"], per_row)
+                progress.update(block["kl"].size // per_row)
+                for key in TIMERS:
+                    results.timings[key] += float(block[key].sum())
+        except Exception as exc:
+            error = _user_error(exc)
+            if error is exc:
+                raise
+            raise ValueError(str(error)) from exc
     finally:
         if started:
             ray.shutdown()

@@ -90,18 +90,28 @@ class ModelInfo:
     outputs: dict[str, Tensor]
 
 
-def _load_proto(model: object) -> onnx.ModelProto:
+def _load_proto(model: object, what: str) -> onnx.ModelProto:
+    """The project's one loader where it exists (external data read beside the file)."""
     try:
-        from ..model_io import load_model  # the project's one loader, where it exists
-    except ImportError:
+        from ..model_io import load_model
+    except ImportError:  # before the loader landed
         load_model = None
     if load_model is not None:
-        return load_model(model)
-    if isinstance(model, onnx.ModelProto):
-        return model
-    if isinstance(model, (bytes, bytearray)):
-        return onnx.load_from_string(bytes(model))
-    return onnx.load(os.fspath(model))  # type: ignore[arg-type]
+        try:
+            return load_model(model, what)  # type: ignore[arg-type]
+        except FileNotFoundError as exc:
+            raise ValueError(str(exc)) from exc
+    label = os.fspath(model) if isinstance(model, (str, os.PathLike)) else "<bytes>"
+    if isinstance(model, (str, os.PathLike)) and not Path(label).is_file():
+        raise ValueError(f"{what} {label!r} does not exist")
+    try:
+        if isinstance(model, onnx.ModelProto):
+            return model
+        if isinstance(model, (bytes, bytearray)):
+            return onnx.load_from_string(bytes(model))
+        return onnx.load(label)
+    except Exception as exc:  # protobuf's DecodeError and friends
+        raise ValueError(f"{what} {label!r} is not an ONNX model: {_first_line(exc)}") from exc
 
 
 def load(model: object, role: str) -> ModelInfo:
@@ -109,20 +119,13 @@ def load(model: object, role: str) -> ModelInfo:
     file when it cannot be read."""
     if isinstance(model, (str, os.PathLike)):
         label = os.fspath(model)
-        if not Path(label).is_file():
-            raise ValueError(f"{role} model {label!r}: no such file")
     elif isinstance(model, onnx.ModelProto):
         label = f"<ModelProto {model.graph.name or 'graph'}>"
     elif isinstance(model, (bytes, bytearray)):
         label = f"<{len(model)} bytes>"
     else:
         raise TypeError(f"{role} model must be a path, bytes or a ModelProto, got {type(model)}")
-    try:
-        proto = _load_proto(model)
-    except (OSError, ValueError, onnx.onnx_cpp2py_export.checker.ValidationError) as exc:
-        raise ValueError(f"cannot read {role} model {label!r}: {_first_line(exc)}") from exc
-    except Exception as exc:  # protobuf's DecodeError and friends
-        raise ValueError(f"cannot read {role} model {label!r}: {_first_line(exc)}") from exc
+    proto = _load_proto(model, f"{role} model")
     initializers = {i.name for i in proto.graph.initializer}
     inputs = {v.name: _tensor(v) for v in proto.graph.input if v.name not in initializers}
     outputs = {v.name: _tensor(v) for v in proto.graph.output}

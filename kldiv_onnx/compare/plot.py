@@ -65,10 +65,19 @@ def plot(report: CompareReport, path: str | os.PathLike) -> Path:
         f"{title}\n{note}, top-1 agreement {100 * report.top1_agreement:.2f} %", fontsize=10
     )
     target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=target.suffix, dir=target.parent)
+    fmt = target.suffix[1:].lower() or "png"
+    try:
+        from ..model_io import atomic_write
+    except ImportError:  # before the shared writer landed
+        atomic_write = None
+    if atomic_write is not None:
+        with atomic_write(target, "plot") as tmp:
+            fig.savefig(tmp, dpi=120, format=fmt)
+        return target
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     try:
-        fig.savefig(tmp, dpi=120)
+        fig.savefig(tmp, dpi=120, format=fmt)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
