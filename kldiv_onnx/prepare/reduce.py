@@ -3,8 +3,9 @@ opset-13 form (axes as an attribute).
 
 ``ReduceMean(data, axes)`` (18) → ``ReduceMean(data, axes=[...])`` (13) when ``axes`` is a
 constant; with no axes (or empty constant axes) the reduction is over all axes, unless
-``noop_with_empty_axes=1`` makes it the identity. ``ReduceSum`` took its axes as an input
-already at 13 and is left alone.
+``noop_with_empty_axes=1`` makes it elementwise (``ReduceL2`` → ``Sqrt(x * x)``,
+``ReduceMean`` → ``Identity``, ...). ``ReduceSum`` took its axes as an input already at 13 and
+is left alone.
 """
 
 # Rule methods take pattern variables bound by name (onnxscript values or ir.Value); typing
@@ -44,6 +45,22 @@ def reason(node: object) -> str | None:
     return None
 
 
+def _elementwise(op, op_type: str, data):
+    """A reduction over no axes: the op applied to each element alone (as onnx's reference
+    and onnxruntime compute it)."""
+    if op_type in ("ReduceL1",):
+        return op.Abs(data)
+    if op_type == "ReduceL2":
+        return op.Sqrt(op.Mul(data, data))
+    if op_type == "ReduceLogSum":
+        return op.Log(data)
+    if op_type == "ReduceLogSumExp":
+        return op.Log(op.Exp(data))
+    if op_type == "ReduceSumSquare":
+        return op.Mul(data, data)
+    return op.Identity(data)  # Mean, Max, Min, Prod of one element
+
+
 class _Reduction(pattern.RewriteRuleClassBase):
     def __init__(self, op_type: str) -> None:
         super().__init__(f"{type(self).__name__}_{op_type}")
@@ -52,7 +69,7 @@ class _Reduction(pattern.RewriteRuleClassBase):
     def _write(self, op, data, out, values: list[int]):
         keepdims = attr(out, "keepdims", 1)
         if not values and attr(out, "noop_with_empty_axes", 0):
-            return op.Identity(data)
+            return _elementwise(op, self.op_type, data)
         make = getattr(op, self.op_type)
         if values:
             return make(data, axes=values, keepdims=keepdims)
@@ -76,7 +93,8 @@ class AxesToAttribute(_Reduction):
 
 
 class DropNoop(_Reduction):
-    """``ReduceX(data, noop_with_empty_axes=n)`` (no axes) → the opset-13 node (or Identity)."""
+    """``ReduceX(data, noop_with_empty_axes=n)`` (no axes) → the opset-13 node, or its
+    elementwise form."""
 
     def pattern(self, op, data):
         return getattr(op, self.op_type)(data, _outputs=["out"])
