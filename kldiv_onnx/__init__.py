@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from ._contract import DOMAIN, REDUCTIONS, op_name
+from ._contract import DOMAIN, REDUCTIONS, Variant, op_name
+from ._version import __version__
 from .api import KLDivLoss, kl_div
 from .export import build_model
 from .interop.distill import distill
@@ -19,6 +18,7 @@ __all__ = [
     "DOMAIN",
     "REDUCTIONS",
     "KLDivLoss",
+    "Variant",
     "__version__",
     "build_model",
     "clear_cache",

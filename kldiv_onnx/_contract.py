@@ -1,11 +1,16 @@
 """The op contract, written down once: domain, op names, attributes and dtypes.
 
 Every layer (the onnxscript function, the native kernel's registration, the numpy reference,
-the wrappers) reads its names from here. The C++ library mirrors these names in
-``custom_ops/ort/kldiv_ops.cc``; ``tests/test_native.py`` checks that the two agree.
+the wrappers) reads its names from here. The C++ library registers the same names;
+``tests/test_native_kernel.py`` asks the loaded library for each of them.
+
+A variant of the loss is a :class:`Variant` value, parsed once where a user's arguments enter
+(the API, the CLI, ``embed``, ``fuse``); the layers below take the value.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import ml_dtypes
 import numpy as np
@@ -43,22 +48,65 @@ ONNX_TYPE_NAMES: dict[int, str] = {code: name for name, code in ONNX_TYPES.items
 """ONNX element type → dtype name (the inverse of :data:`ONNX_TYPES`)."""
 
 
-def op_name(reduction: str, log_target: bool) -> str:
-    """Op (and function) name of one variant, e.g. ``KLDivLoss_batchmean_logtarget``."""
-    check_reduction(reduction)
-    return f"{GENERIC_OP}_{reduction}" + ("_logtarget" if log_target else "")
-
-
-def variant_ops() -> dict[str, tuple[str, bool]]:
-    """Every variant op name mapped to its (reduction, log_target)."""
-    return {op_name(r, lt): (r, lt) for r in REDUCTIONS for lt in (False, True)}
-
-
 def check_reduction(reduction: object) -> str:
     """Return ``reduction`` if it is one of :data:`REDUCTIONS`, else raise ``ValueError``."""
     if not isinstance(reduction, str) or reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     return reduction
+
+
+def check_log_target(log_target: object) -> bool:
+    """``log_target`` as a bool: only a bool or the integers 0 and 1 are accepted
+    (``ValueError`` otherwise: ``"no"`` or ``2`` must not run as True)."""
+    if isinstance(log_target, (bool, np.bool_)):
+        return bool(log_target)
+    if isinstance(log_target, (int, np.integer)) and log_target in (0, 1):
+        return bool(log_target)
+    raise ValueError(f"log_target must be a bool (or 0/1), got {log_target!r}")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One configuration of the loss: ``reduction`` and ``log_target``, checked on creation."""
+
+    reduction: str = "mean"
+    log_target: bool = False
+
+    def __post_init__(self) -> None:
+        check_reduction(self.reduction)
+        object.__setattr__(self, "log_target", check_log_target(self.log_target))
+
+    @property
+    def op_name(self) -> str:
+        """Op (and function) name, e.g. ``KLDivLoss_batchmean_logtarget``."""
+        return f"{GENERIC_OP}_{self.reduction}" + ("_logtarget" if self.log_target else "")
+
+    @property
+    def label(self) -> str:
+        """``KLDivLoss(reduction='sum', log_target=1)``: how messages and reports name it."""
+        return f"{GENERIC_OP}(reduction={self.reduction!r}, log_target={int(self.log_target)})"
+
+
+VARIANTS: tuple[Variant, ...] = tuple(Variant(r, lt) for r in REDUCTIONS for lt in (False, True))
+"""Every variant, in the order of :data:`REDUCTIONS`, plain before log-target."""
+
+
+def op_name(reduction: str, log_target: bool) -> str:
+    """Op (and function) name of one variant, e.g. ``KLDivLoss_batchmean_logtarget``."""
+    return Variant(reduction, log_target).op_name
+
+
+def variant_of(op_type: str) -> Variant | None:
+    """The variant an op name stands for, None for any other name (the generic op included)."""
+    return _BY_NAME.get(op_type)
+
+
+def variant_ops() -> dict[str, tuple[str, bool]]:
+    """Every variant op name mapped to its (reduction, log_target)."""
+    return {v.op_name: (v.reduction, v.log_target) for v in VARIANTS}
+
+
+_BY_NAME = {v.op_name: v for v in VARIANTS}
 
 
 def dtype_name(dtype: object) -> str:

@@ -5,45 +5,20 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-import ml_dtypes
 import numpy as np
 
 from . import native, runtime
-from ._contract import DTYPES, check_reduction, dtype_name
+from ._contract import DTYPES, Variant, dtype_name
+from .arrays import to_numpy
 from .export import build_model
 from .reference import kl_div as _reference
 
 BACKENDS = ("auto", "fused", "composite", "numpy")
 
 
-def _to_numpy(value: Any, name: str) -> np.ndarray:
-    """An ndarray view of a numpy, PyTorch or MindSpore array (no copy where possible)."""
-    if isinstance(value, (np.ndarray, np.generic)):
-        return np.asarray(value)
-    module = type(value).__module__
-    if module.startswith("torch"):
-        tensor = value.detach().cpu()
-        if str(tensor.dtype) == "torch.bfloat16":  # numpy has no bfloat16: reinterpret bits
-            import torch
-
-            return tensor.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
-        return tensor.numpy()
-    if module.startswith("mindspore"):
-        if str(value.dtype) == "BFloat16":
-            # Tensor.view(int16) is unreliable in MindSpore 2.10's CPU build under numpy 2;
-            # bfloat16 → float32 → bfloat16 is exact (one copy).
-            import mindspore
-
-            return value.astype(mindspore.float32).asnumpy().astype(ml_dtypes.bfloat16)
-        return value.asnumpy()
-    raise TypeError(
-        f"{name} must be a numpy array or a PyTorch/MindSpore tensor, got {type(value).__name__}"
-    )
-
-
 def _validate(input: Any, target: Any) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
-    x = _to_numpy(input, "input")
-    t = _to_numpy(target, "target")
+    x = to_numpy(input, "input")
+    t = to_numpy(target, "target")
     allowed = tuple(DTYPES)
     for name, array in (("input", x), ("target", t)):
         if array.dtype not in DTYPES.values():
@@ -70,10 +45,11 @@ def _check_backend(backend: str) -> str:
 
 
 @functools.lru_cache(maxsize=256)
-def _model_bytes(reduction: str, log_target: bool, dtype: str, ranks: tuple[int, int]) -> bytes:
+def _model_bytes(variant: Variant, dtype: str, ranks: tuple[int, int]) -> bytes:
     """A model for inputs of the given ranks, every dim symbolic (onnx needs known ranks)."""
     shapes = [[f"{side}{i}" for i in range(rank)] for side, rank in zip("xt", ranks, strict=True)]
-    return build_model(reduction, log_target, dtype, *shapes).SerializeToString()
+    model = build_model(variant.reduction, variant.log_target, dtype, *shapes)
+    return model.SerializeToString()
 
 
 def kl_div(
@@ -91,14 +67,13 @@ def kl_div(
     when the native library is built, else composite). Returns a numpy array, 0-d for a
     reduction.
     """
-    check_reduction(reduction)
+    variant = Variant(reduction, log_target)
     backend = _check_backend(backend)
     x, t, _ = _validate(input, target)
     if backend == "numpy":
-        return np.asarray(_reference(x, t, reduction, log_target).astype(x.dtype))
-    name = dtype_name(x.dtype)
+        return np.asarray(_reference(x, t, variant.reduction, variant.log_target).astype(x.dtype))
     sess = runtime.session(
-        _model_bytes(reduction, bool(log_target), name, (x.ndim, t.ndim)),
+        _model_bytes(variant, dtype_name(x.dtype), (x.ndim, t.ndim)),
         providers=["CPUExecutionProvider"],
         fused=backend == "fused",
     )
@@ -111,8 +86,9 @@ class KLDivLoss:
     def __init__(
         self, reduction: str = "mean", log_target: bool = False, *, backend: str = "auto"
     ) -> None:
-        self.reduction = check_reduction(reduction)
-        self.log_target = bool(log_target)
+        variant = Variant(reduction, log_target)
+        self.reduction = variant.reduction
+        self.log_target = variant.log_target
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.backend = backend

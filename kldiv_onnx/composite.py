@@ -1,7 +1,7 @@
 """KLDivLoss as onnxscript functions: the portable definition, standard ONNX ops only.
 
 Each variant (reduction × log_target) is its own function in the ``kldiv_onnx`` domain, named
-by :func:`kldiv_onnx._contract.op_name`; no ``overload`` field is used (onnxruntime 1.24 and
+by its :class:`kldiv_onnx._contract.Variant`; no ``overload`` field is used (onnxruntime 1.24 and
 ``onnx.reference`` ignore it). The bodies use only ops of the CANN graph-mode list (no
 ``CastLike``, ``IsNaN``, ``If`` or ``Loop``): float16/bfloat16 are cast to float32 on entry and
 the result is cast back once, so the body is specialised to one dtype.
@@ -21,11 +21,12 @@ from onnxscript import opset15 as op
 from onnxscript import script
 from onnxscript.values import Opset
 
-from ._contract import DOMAIN, DOMAIN_VERSION, MIN_OPSET, ONNX_TYPES, dtype_name, op_name
+from ._contract import DOMAIN, DOMAIN_VERSION, MIN_OPSET, ONNX_TYPES, Variant, dtype_name
+from .graph import rename_values
 
 _kl = Opset(DOMAIN, DOMAIN_VERSION)
 _parts = Opset(f"{DOMAIN}.parts", 1)  # only while composing: inlined away below
-_FLOAT = TensorProto.FLOAT
+_FLOAT = TensorProto.FLOAT  # the float32 every body computes in
 
 
 @script(_parts, default_opset=op)
@@ -58,7 +59,7 @@ def ReduceTotal(loss, input):
 def ReduceMean(loss, input):
     """Sum / element count (onnxruntime's ReduceMean gives 0, not NaN, for an empty tensor)."""
     count = op.ReduceProd(op.Shape(loss), keepdims=0)  # 1 for a 0-d loss
-    return op.Div(op.ReduceSum(loss, keepdims=0), op.Cast(count, to=1))
+    return op.Div(op.ReduceSum(loss, keepdims=0), op.Cast(count, to=_FLOAT))
 
 
 @script(_parts, default_opset=op)
@@ -68,7 +69,7 @@ def ReduceBatchMean(loss, input):
         op.Concat(op.Shape(input), op.Constant(value_ints=[1]), axis=0),
         op.Constant(value_int=0),
     )
-    return op.Div(op.ReduceSum(loss, keepdims=0), op.Cast(rows, to=1))
+    return op.Div(op.ReduceSum(loss, keepdims=0), op.Cast(rows, to=_FLOAT))
 
 
 _POINTWISE = {False: Pointwise, True: PointwiseLogTarget}
@@ -76,42 +77,30 @@ _REDUCE = {"none": ReduceNone, "sum": ReduceTotal, "mean": ReduceMean, "batchmea
 
 
 @functools.cache
-def _variant(reduction: str, log_target: bool, dtype: str) -> FunctionProto:
-    pointwise = _POINTWISE[log_target]
-    reduce = _REDUCE[reduction]
+def _variant(variant: Variant, dtype: str) -> FunctionProto:
+    pointwise = _POINTWISE[variant.log_target]
+    reduce = _REDUCE[variant.reduction]
     out_type = ONNX_TYPES[dtype]
 
     @script(_kl, default_opset=op)
-    def variant(input, target):
-        loss = pointwise(op.Cast(input, to=1), op.Cast(target, to=1))
+    def body(input, target):
+        loss = pointwise(op.Cast(input, to=_FLOAT), op.Cast(target, to=_FLOAT))
         return op.Cast(reduce(loss, input), to=out_type)
 
     # Flatten the calls to the parts with onnx's inliner, then read the graph back as the body.
-    graph = onnx.inliner.inline_local_functions(variant.to_model_proto()).graph
+    graph = onnx.inliner.inline_local_functions(body.to_model_proto()).graph
     return helper.make_function(
         DOMAIN,
-        op_name(reduction, log_target),
+        variant.op_name,
         inputs=["input", "target"],
         outputs=["output"],
-        nodes=_rename_io(graph, {"return_val": "output"}),
+        nodes=list(rename_values(graph, {"return_val": "output"}).node),
         opset_imports=[helper.make_opsetid("", 15)],
-        doc_string=f"KLDivLoss(reduction={reduction!r}, log_target={int(log_target)}), {dtype}",
+        doc_string=f"{variant.label}, {dtype}",
     )
 
 
-def _rename_io(graph: onnx.GraphProto, names: dict[str, str]) -> list[onnx.NodeProto]:
-    nodes = []
-    for node in graph.node:
-        node = onnx.NodeProto.FromString(node.SerializeToString())
-        node.output[:] = [names.get(n, n) for n in node.output]
-        node.input[:] = [names.get(n, n) for n in node.input]
-        nodes.append(node)
-    return nodes
-
-
-def function_proto(
-    reduction: str = "mean", log_target: bool = False, dtype: str = "float32", opset: int = 15
-) -> FunctionProto:
+def function_proto(variant: Variant, dtype: str = "float32", opset: int = 15) -> FunctionProto:
     """The model-local function of one variant, importing ai.onnx at ``opset`` (>= 13).
 
     The body's ops have kept their semantics from opset 13 on, so only the import changes.
@@ -119,7 +108,7 @@ def function_proto(
     if opset < MIN_OPSET:
         raise ValueError(f"opset must be >= {MIN_OPSET}, got {opset}")
     function = FunctionProto()
-    function.CopyFrom(_variant(reduction, bool(log_target), dtype_name(dtype)))
+    function.CopyFrom(_variant(variant, dtype_name(dtype)))
     del function.opset_import[:]
     function.opset_import.append(helper.make_opsetid("", opset))
     return function

@@ -12,22 +12,9 @@ import onnx
 from . import native, runtime
 from ._contract import DTYPES
 from .export import build_model
+from .reference import SEED_INPUT, SEED_TARGET, sample
 from .reference import kl_div as reference
-
-SEED_INPUT = np.array([[0.5, 0.5], [0.4, 0.6]], dtype=np.float32)
-SEED_TARGET = np.array([[0.0, 1.0], [1.0, 0.0]], dtype=np.float32)
-
-
-def sample(shape: tuple[int, ...], dtype: np.dtype, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Log-probabilities and probabilities over the last axis (some target entries exactly 0)."""
-    rng = np.random.default_rng(seed)
-    logits = rng.standard_normal(shape)
-    with np.errstate(divide="ignore"):  # an empty last axis
-        log_p = logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
-    q = np.exp(rng.standard_normal(shape))
-    q[rng.random(shape) < 0.1] = 0.0
-    q /= np.maximum(q.sum(axis=-1, keepdims=True), 1e-30)
-    return log_p.astype(dtype), q.astype(dtype)
+from .tolerance import RESULT_RTOL
 
 
 def _backends() -> list[tuple[str, bool | None]]:
@@ -35,11 +22,6 @@ def _backends() -> list[tuple[str, bool | None]]:
     if native.available():
         rows.insert(0, ("fused", True))
     return rows
-
-
-# Relative tolerance of a reduction against the float64 reference, per dtype: float32
-# accumulation, or one rounding of the result to float16/bfloat16.
-_RTOL = {"float32": 1e-5, "float16": 2.0**-10, "bfloat16": 2.0**-7}
 
 
 def demo(size: int = 1 << 20, seed: int = 0) -> int:
@@ -70,7 +52,7 @@ def demo(size: int = 1 << 20, seed: int = 0) -> int:
                 (out,) = runtime.run(sess, {"input": xi, "target": ti})
                 ms = (time.perf_counter() - start) * 1e3
                 err = abs(float(out) - ref) / max(abs(ref), 1e-30)
-                ok = err <= _RTOL[dtype]
+                ok = err <= RESULT_RTOL[dtype]
                 failures += not ok
                 print(
                     f"{label:<20} {dtype:<9} {backend:<10} {float(out):>12.7g} {ref:>12.7g} "

@@ -1,5 +1,6 @@
 """``build_model``: a KLDivLoss ONNX model in function form (one custom node + its body) or
-inline form (standard ops only)."""
+inline form (standard ops only); :func:`add_function`: a variant's function attached to any
+model (``build_model``, ``embed`` and ``fuse`` all attach it this way)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import onnx
 import onnx.inliner
 from onnx import ModelProto, helper
 
-from . import __version__
 from ._contract import (
     DEFAULT_OPSET,
     DOMAIN,
@@ -18,16 +18,49 @@ from ._contract import (
     IR_VERSION,
     MIN_OPSET,
     ONNX_TYPES,
-    check_reduction,
+    Variant,
     dtype_name,
-    op_name,
 )
+from ._version import __version__
 from .composite import function_proto
 
 Dim = int | str | None
 Shape = Sequence[Dim] | None
 FORMS = ("function", "inline")
 DEFAULT_SHAPE = ("batch", "classes")
+
+
+def opset_of(model: ModelProto) -> int | None:
+    """The model's ai.onnx opset (None when it imports none)."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+def add_function(model: ModelProto, variant: Variant, dtype: str) -> str:
+    """Attach the variant's function for ``dtype`` (at the model's ai.onnx opset) and the
+    domain import, each once, to ``model`` in place; return the op name.
+
+    ``ValueError`` when the model already holds the variant's function for another dtype (a
+    body is specialised to one dtype) or imports the domain at another version.
+    """
+    name = variant.op_name
+    wanted = function_proto(variant, dtype, opset_of(model) or DEFAULT_OPSET)
+    for existing in model.functions:
+        if existing.domain == DOMAIN and existing.name == name:
+            if list(existing.node) != list(wanted.node):
+                raise ValueError(
+                    f"the model already holds {name} for another dtype; one model holds each "
+                    f"variant for one dtype only (wanted {dtype})"
+                )
+            break
+    else:
+        model.functions.append(wanted)
+    imports = {o.domain: o.version for o in model.opset_import}
+    if DOMAIN not in imports:
+        model.opset_import.append(helper.make_opsetid(DOMAIN, DOMAIN_VERSION))
+    elif imports[DOMAIN] != DOMAIN_VERSION:
+        raise ValueError(f"the model imports {DOMAIN} version {imports[DOMAIN]}, not 1")
+    model.ir_version = max(model.ir_version, IR_VERSION)
+    return name
 
 
 def _check_shape(name: str, shape: Sequence[Dim]) -> list[Dim]:
@@ -85,7 +118,7 @@ def build_model(
     inputs of known rank, so ``input_shape=None`` means ``DEFAULT_SHAPE`` (batch × classes) and
     ``target_shape=None`` means the input's shape.
     """
-    check_reduction(reduction)
+    variant = Variant(reduction, log_target)
     dtype = dtype_name(dtype)
     if form not in FORMS:
         raise ValueError(f"form must be one of {FORMS}, got {form!r}")
@@ -94,18 +127,15 @@ def build_model(
     newest = onnx.defs.onnx_opset_version()
     if not MIN_OPSET <= opset <= newest:
         raise ValueError(f"opset must lie in [{MIN_OPSET}, {newest}], got {opset}")
-    if not isinstance(log_target, (bool, int, np.bool_)) or log_target not in (0, 1):
-        raise ValueError(f"log_target must be a bool, got {log_target!r}")
-    log_target = bool(log_target)
     in_dims = _check_shape("input_shape", DEFAULT_SHAPE if input_shape is None else input_shape)
     tgt_dims = _check_shape("target_shape", in_dims if target_shape is None else target_shape)
-    out_dims = output_shape(reduction, in_dims, tgt_dims)
+    out_dims = output_shape(variant.reduction, in_dims, tgt_dims)
 
     elem = ONNX_TYPES[dtype]
-    name = op_name(reduction, log_target)
+    name = variant.op_name
     graph = helper.make_graph(
         [helper.make_node(name, ["input", "target"], ["loss"], name="kldiv_loss", domain=DOMAIN)],
-        f"kldiv_{reduction}{'_logtarget' if log_target else ''}_{dtype}",
+        f"kldiv_{variant.reduction}{'_logtarget' if variant.log_target else ''}_{dtype}",
         [
             helper.make_tensor_value_info("input", elem, in_dims),
             helper.make_tensor_value_info("target", elem, tgt_dims),
@@ -114,12 +144,12 @@ def build_model(
     )
     model = helper.make_model(
         graph,
-        opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid(DOMAIN, DOMAIN_VERSION)],
-        functions=[function_proto(reduction, log_target, dtype, opset)],
+        opset_imports=[helper.make_opsetid("", opset)],
         ir_version=IR_VERSION,
         producer_name="kldiv-onnx",
         producer_version=__version__,
     )
+    add_function(model, variant, dtype)
     if form == "inline":
         model = onnx.inliner.inline_local_functions(model)
         del model.opset_import[:]

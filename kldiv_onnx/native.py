@@ -9,6 +9,7 @@ runs as one native kernel instead of its function body.
 from __future__ import annotations
 
 import os
+import platform
 from pathlib import Path
 
 LIBRARY_NAME = "libkldiv_onnx_ops.so"
@@ -21,7 +22,8 @@ ORT_API_VERSION = 17
 clear error."""
 ISA_ENV_VAR = "KLDIV_ONNX_ISA"
 """Environment variable capping the SIMD code path the library picks at load: ``avx3``
-(AVX-512), ``avx2`` or ``scalar``; unset means the best the CPU supports."""
+(AVX-512), ``avx2`` or ``scalar``; unset means the best the CPU supports (``doctor`` shows
+it)."""
 
 
 def library_path() -> str:
@@ -59,3 +61,24 @@ def available() -> bool:
 def api_version() -> int:
     """The onnxruntime C API version the library requests (see :data:`ORT_API_VERSION`)."""
     return ORT_API_VERSION
+
+
+def simd_level(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The widest x86 vector extension the CPU reports (avx512f, avx2, sse4_2), from the
+    flags in ``/proc/cpuinfo``; the machine name elsewhere."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+            flags = next(
+                (
+                    line.split(":", 1)[1].split()
+                    for line in f
+                    if line.startswith(("flags", "Features"))
+                ),
+                [],
+            )
+    except OSError:
+        return f"unknown ({platform.machine()})"
+    for flag in ("avx512f", "avx2", "sse4_2", "asimd"):
+        if flag in flags:
+            return flag
+    return f"baseline ({platform.machine()})"

@@ -17,7 +17,42 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._contract import check_reduction
+from ._contract import DOMAIN, GENERIC_OP, check_reduction, variant_ops
+
+SEED_INPUT = np.array([[0.5, 0.5], [0.4, 0.6]], dtype=np.float32)
+"""The spec page's example input (MindSpore ``mint.nn.KLDivLoss``)."""
+SEED_TARGET = np.array([[0.0, 1.0], [1.0, 0.0]], dtype=np.float32)
+
+
+def sample(shape: tuple[int, ...], dtype: np.dtype, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded log-probabilities and probabilities over the last axis (some target entries
+    exactly 0): the inputs every layer's checks and the benchmark use."""
+    rng = np.random.default_rng(seed)
+    logits = rng.standard_normal(shape)
+    with np.errstate(divide="ignore"):  # an empty last axis
+        log_p = logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
+    q = np.exp(rng.standard_normal(shape))
+    q[rng.random(shape) < 0.1] = 0.0
+    q /= np.maximum(q.sum(axis=-1, keepdims=True), 1e-30)
+    return log_p.astype(dtype), q.astype(dtype)
+
+
+def sample_inputs(
+    x_shape: tuple[int, ...],
+    t_shape: tuple[int, ...],
+    dtype: np.dtype,
+    log_target: bool = False,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded inputs of one loss: log-probabilities of ``x_shape`` and probabilities of
+    ``t_shape`` (their logs, floored at log 1e-4, for a log-target), in ``dtype``. A 0-d shape,
+    which has no class axis, gets a fixed valid value (input -1.3, target 0.3)."""
+    x = sample(x_shape, dtype, seed)[0] if x_shape else np.array(-1.3, dtype)
+    t = sample(t_shape, np.dtype(np.float64), seed + 1)[1] if t_shape else np.array(0.3)
+    if log_target:
+        with np.errstate(divide="ignore"):
+            t = np.log(np.maximum(t, 1e-4))
+    return x, np.asarray(t, dtype=dtype)
 
 
 def pointwise(input: np.ndarray, target: np.ndarray, log_target: bool = False) -> np.ndarray:
@@ -90,9 +125,7 @@ def reference_ops() -> list[type]:
     :func:`kl_div` and rounded to the input's dtype: ``ReferenceEvaluator(model,
     new_ops=reference_ops())`` then runs a node without inlining its function, and the generic
     ``KLDivLoss`` (attributes ``reduction``, ``log_target``), which has no function body."""
-    from onnx.reference.op_run import OpRun
-
-    from ._contract import DOMAIN, GENERIC_OP, variant_ops
+    from onnx.reference.op_run import OpRun  # onnx.reference is heavy: only when asked
 
     class _KLDivLoss(OpRun):
         op_domain = DOMAIN

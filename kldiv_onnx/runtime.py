@@ -2,45 +2,63 @@
 
 onnxruntime's numpy bridge has no bfloat16, so every run goes through an IOBinding: bfloat16
 arrays travel as uint16 buffers tagged ``TensorProto.BFLOAT16`` and come back viewed as
-``ml_dtypes.bfloat16``.
+``ml_dtypes.bfloat16`` (:mod:`kldiv_onnx.arrays`).
 """
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import os
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
-import ml_dtypes
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnx import TensorProto
 
 from . import native
 from . import providers as _providers
-
-ModelLike = onnx.ModelProto | bytes | str | os.PathLike
-_BF16 = np.dtype(ml_dtypes.bfloat16)
+from .arrays import from_ortvalue, to_ortvalue
+from .model_io import ModelLike, check_input_file
 
 CACHE_SIZE = 32
 _cache: OrderedDict[tuple, ort.InferenceSession] = OrderedDict()
+_resolved: dict[tuple, tuple] = {}
+"""The arguments of a call → the key of the session they resolved to, so that a cached
+session is found without probing providers again."""
 _lock = threading.Lock()
 
 
-def _model_bytes(model: ModelLike) -> bytes:
+def _model_source(model: ModelLike) -> tuple[bytes, str | bytes]:
+    """(the model's bytes, for the cache key; what onnxruntime loads). A path is handed to
+    onnxruntime as a path, so that external data resolves beside the model."""
     if isinstance(model, onnx.ModelProto):
-        return model.SerializeToString()
+        data = model.SerializeToString()
+        return data, data
     if isinstance(model, (bytes, bytearray)):
-        return bytes(model)
+        return bytes(model), bytes(model)
     if isinstance(model, (str, os.PathLike)):
-        return Path(model).read_bytes()
+        path = check_input_file(model, "model")
+        return path.read_bytes(), str(path.resolve())
     raise TypeError(f"model must be a ModelProto, bytes or a path, got {type(model).__name__}")
+
+
+def session_options(
+    threads: int | None = None, library: str | None = None, *, arena: bool = True
+) -> ort.SessionOptions:
+    """The ``SessionOptions`` of every session the package builds: ``threads`` intra-op
+    threads (None: onnxruntime's default), one inter-op thread, the native ``library``
+    registered when given, the CPU arena on or off."""
+    so = ort.SessionOptions()
+    if threads is not None:
+        so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.enable_cpu_mem_arena = arena
+    if library is not None:
+        so.register_custom_ops_library(library)
+    return so
 
 
 def session(
@@ -61,35 +79,47 @@ def session(
     library is built; ``True``: required, ``FileNotFoundError`` if missing; ``False``: never).
     ``providers``/``provider_options``/``strict``: see :func:`kldiv_onnx.providers.resolve`.
     """
-    data = _model_bytes(model)
+    data, source = _model_source(model)
     if threads is not None and (
         isinstance(threads, bool) or not isinstance(threads, int) or threads < 0
     ):
         raise ValueError(f"threads must be an int >= 0 (0: onnxruntime's default), got {threads!r}")
-    names, options = _providers.resolve(providers, provider_options, strict=strict)
-    on_cpu = names[0] == "CPUExecutionProvider"
-    use_library = (on_cpu and native.available()) if fused is None else bool(fused)
-    library = native.library_path() if use_library else None
-    key = (
+    asked = (
         hashlib.sha256(data).hexdigest(),
-        tuple(names),
-        tuple(tuple(sorted(o.items())) for o in options),
+        providers if isinstance(providers, str) else tuple(providers),
+        tuple(sorted((p, tuple(sorted(o.items()))) for p, o in (provider_options or {}).items())),
         threads,
-        library,
+        fused,
+        strict,
     )
     with _lock:
+        cached = _cache.get(_resolved.get(asked, ()))
+        if cached is not None:
+            _cache.move_to_end(_resolved[asked])
+            return cached
+        names, options = _providers.resolve(providers, provider_options, strict=strict)
+        on_cpu = names[0] == _providers.CPU
+        use_library = (on_cpu and native.available()) if fused is None else bool(fused)
+        library = native.library_path() if use_library else None
+        key = (
+            asked[0],
+            tuple(names),
+            tuple(tuple(sorted(o.items())) for o in options),
+            threads,
+            library,
+        )
+        if len(_resolved) >= 4 * CACHE_SIZE:
+            _resolved.clear()
+        _resolved[asked] = key
         cached = _cache.get(key)
         if cached is not None:
             _cache.move_to_end(key)
             return cached
-        so = ort.SessionOptions()
-        if threads is not None:
-            so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        if library is not None:
-            so.register_custom_ops_library(library)
         sess = ort.InferenceSession(
-            data, sess_options=so, providers=names, provider_options=options
+            source,
+            sess_options=session_options(threads, library),
+            providers=names,
+            provider_options=options,
         )
         _providers.check_fallback(sess, names, strict=strict)
         _cache[key] = sess
@@ -102,32 +132,13 @@ def clear_cache() -> None:
     """Drop every cached session."""
     with _lock:
         _cache.clear()
+        _resolved.clear()
 
 
 def cache_info() -> int:
     """Number of sessions in the cache."""
     with _lock:
         return len(_cache)
-
-
-def _to_ortvalue(array: np.ndarray) -> ort.OrtValue:
-    array = np.asarray(array, order="C")  # ascontiguousarray would make a 0-d array 1-d
-    if array.dtype == _BF16:
-        return ort.OrtValue.ortvalue_from_numpy_with_onnx_type(
-            array.view(np.uint16), TensorProto.BFLOAT16
-        )
-    return ort.OrtValue.ortvalue_from_numpy(array)
-
-
-def _from_ortvalue(value: ort.OrtValue) -> np.ndarray:
-    if value.data_type() != "tensor(bfloat16)":
-        return value.numpy()
-    shape = tuple(value.shape())
-    count = int(np.prod(shape, dtype=np.int64))
-    out = np.empty(shape, dtype=np.uint16)
-    if count:
-        ctypes.memmove(out.ctypes.data, value.data_ptr(), count * 2)
-    return out.view(_BF16)
 
 
 def run(
@@ -137,11 +148,11 @@ def run(
 ) -> list[np.ndarray]:
     """Run ``sess`` on numpy ``feeds`` (bfloat16 included) and return numpy outputs."""
     binding = sess.io_binding()
-    values = {name: _to_ortvalue(array) for name, array in feeds.items()}  # kept alive
+    values = {name: to_ortvalue(array) for name, array in feeds.items()}  # kept alive
     for name, value in values.items():
         binding.bind_ortvalue_input(name, value)
     names = list(outputs) if outputs is not None else [o.name for o in sess.get_outputs()]
     for name in names:
         binding.bind_output(name, "cpu")
     sess.run_with_iobinding(binding)
-    return [_from_ortvalue(v) for v in binding.get_outputs()]
+    return [from_ortvalue(v) for v in binding.get_outputs()]

@@ -13,7 +13,7 @@ import pytest
 from conftest import DTYPES, REDUCTIONS, assert_matches, make_inputs, scale_of
 
 import kldiv_onnx
-from kldiv_onnx import build_model, native, providers, runtime
+from kldiv_onnx import build_model, cann, native, providers, runtime
 from kldiv_onnx.reference import kl_div as reference
 
 if "CANNExecutionProvider" not in ort.get_available_providers():
@@ -37,12 +37,12 @@ def test_provider_listed_and_auto_order():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", providers.CANNFallbackWarning)
         names, _ = providers.resolve("auto")
-    status = providers.cann_status()
+    status = cann.cann_status()
     assert names == ([CANN, CPU] if status.can_start else [CPU])
 
 
 def test_no_toolkit_here_names_what_is_missing():
-    status = providers.cann_status()
+    status = cann.cann_status()
     if status.can_start:
         pytest.skip("an Ascend toolkit and device are present: the fallback is not exercised")
     text = status.describe()
@@ -52,7 +52,7 @@ def test_no_toolkit_here_names_what_is_missing():
 @pytest.mark.parametrize("log_target", [False, True])
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_cann_session_falls_back_to_cpu_with_one_warning(reduction, log_target):
-    if providers.cann_status().can_start:
+    if cann.cann_status().can_start:
         pytest.skip("CANN can start here")
     model = build_model(reduction, log_target, "float32", [4, 5])
     with warnings.catch_warnings(record=True) as caught:
@@ -69,7 +69,7 @@ def test_cann_session_falls_back_to_cpu_with_one_warning(reduction, log_target):
 
 
 def test_strict_raises():
-    if providers.cann_status().can_start:
+    if cann.cann_status().can_start:
         pytest.skip("CANN can start here")
     with pytest.raises(providers.CANNUnavailableError, match="cannot start"):
         kldiv_onnx.session(build_model(), providers=[CANN, CPU], strict=True)
@@ -78,7 +78,7 @@ def test_strict_raises():
 def test_onnxruntime_itself_falls_back():
     """Below the wrapper: this wheel lists CANN, and asking onnxruntime directly for it
     without the toolkit still gives a CPU session (what check_fallback guards against)."""
-    if providers.cann_status().can_start:
+    if cann.cann_status().can_start:
         pytest.skip("CANN can start here")
     sess = ort.InferenceSession(build_model().SerializeToString(), providers=[CANN, CPU])
     assert sess.get_providers() == [CPU]

@@ -14,7 +14,7 @@ from conftest import make_inputs
 
 from kldiv_onnx import native
 from kldiv_onnx.cli import main
-from kldiv_onnx.demo import SEED_INPUT, SEED_TARGET
+from kldiv_onnx.reference import SEED_INPUT, SEED_TARGET
 from kldiv_onnx.reference import kl_div as reference
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,7 +9,7 @@ import pytest
 from conftest import DTYPES, REDUCTIONS, assert_matches, make_inputs, scale_of
 
 from kldiv_onnx import kl_div
-from kldiv_onnx.api import _to_numpy
+from kldiv_onnx.arrays import to_numpy as _to_numpy
 from kldiv_onnx.reference import kl_div as reference
 
 ms = pytest.importorskip("mindspore")

@@ -13,7 +13,7 @@ import pytest
 from conftest import DTYPES, assert_matches, make_inputs, scale_of
 
 import kldiv_onnx
-from kldiv_onnx import build_model, native, providers, runtime
+from kldiv_onnx import build_model, cann, native, providers, runtime
 from kldiv_onnx.reference import kl_div as reference
 
 CANN, CPU = providers.CANN, providers.CPU
@@ -145,7 +145,7 @@ def fake_cann(monkeypatch):
     monkeypatch.setattr(
         providers,
         "cann_status",
-        lambda available=None: providers.CannStatus((), "/opt/ascend", ("d0",)),
+        lambda available=None: cann.CannStatus((), "/opt/ascend", ("d0",)),
     )
     monkeypatch.setattr(runtime.ort, "InferenceSession", _FakeSession)
     monkeypatch.setattr(runtime.ort, "SessionOptions", _FakeOptions)
@@ -221,12 +221,12 @@ def test_options_for_a_provider_not_requested():
 
 
 def test_cann_option_defaults_and_overrides():
-    assert providers.cann_options() == {
+    assert cann.cann_options() == {
         "precision_mode": "must_keep_origin_dtype",
         "dump_om_model": "0",
         "op_select_impl_mode": "high_precision",
     }
-    out = providers.cann_options(
+    out = cann.cann_options(
         {
             "precision_mode": "force_fp32",
             "dump_om_model": True,
@@ -250,7 +250,7 @@ def test_cann_option_defaults_and_overrides():
 
 
 def test_every_option_name_is_the_1_24_set():
-    specs = providers._option_specs()
+    specs = cann.tables().options
     assert sorted(specs) == sorted(
         [
             "device_id",
@@ -265,9 +265,9 @@ def test_every_option_name_is_the_1_24_set():
             "optypelist_for_implmode",
         ]
     )
-    for name, (value, reason) in providers.CANN_DEFAULTS.items():
+    for name, (value, reason) in cann.CANN_DEFAULTS.items():
         assert name in specs and reason
-        assert value != specs[name]["ort_default"], name  # a wrapper default differs, or why?
+        assert value != specs[name].ort_default, name  # a wrapper default differs, or why?
 
 
 @pytest.mark.parametrize(
@@ -292,7 +292,7 @@ def test_every_option_name_is_the_1_24_set():
 )
 def test_bad_cann_options_name_the_key(options, named):
     with pytest.raises(ValueError, match=named):
-        providers.cann_options(options)
+        cann.cann_options(options)
 
 
 def test_bad_cann_options_fail_before_the_fallback():
@@ -339,7 +339,7 @@ def test_missing_toolkit_is_named(monkeypatch, tmp_path):
     monkeypatch.setattr(providers.ort, "get_available_providers", lambda: [CANN, CPU])
     monkeypatch.delenv("ASCEND_TOOLKIT_HOME", raising=False)
     monkeypatch.setenv("ASCEND_HOME_PATH", str(tmp_path / "nowhere"))
-    status = providers.cann_status()
+    status = cann.cann_status()
     assert not status.can_start
     text = status.describe()
     assert "onnxruntime-cann build" not in text
@@ -355,8 +355,8 @@ def test_unloadable_library_is_named(monkeypatch, tmp_path):
     (lib64 / "libascendcl.so").write_bytes(b"not an ELF file")
     monkeypatch.setattr(providers.ort, "get_available_providers", lambda: [CANN, CPU])
     monkeypatch.setenv("ASCEND_HOME_PATH", str(tmp_path))
-    providers._probe_library.cache_clear()
-    status = providers.cann_status()
+    cann.status._probe_library.cache_clear()
+    status = cann.cann_status()
     assert status.toolkit == str(tmp_path)
     assert "libascendcl.so" in status.describe() and str(lib64) in status.describe()
 
@@ -364,9 +364,9 @@ def test_unloadable_library_is_named(monkeypatch, tmp_path):
 def test_complete_toolkit_can_start(monkeypatch, tmp_path):
     monkeypatch.setattr(providers.ort, "get_available_providers", lambda: [CANN, CPU])
     monkeypatch.setenv("ASCEND_HOME_PATH", str(tmp_path))
-    monkeypatch.setattr(providers, "_probe_library", lambda name, folders, ld: None)
-    monkeypatch.setattr(providers.glob, "glob", lambda pattern: ["/dev/davinci0"])
-    status = providers.cann_status()
+    monkeypatch.setattr(cann.status, "_probe_library", lambda name, folders, ld: None)
+    monkeypatch.setattr(cann.status.glob, "glob", lambda pattern: ["/dev/davinci0"])
+    status = cann.cann_status()
     assert status.can_start and status.devices == ("/dev/davinci0",)
     assert status.describe().startswith("can start")
 
@@ -374,9 +374,9 @@ def test_complete_toolkit_can_start(monkeypatch, tmp_path):
 def test_no_device_is_named(monkeypatch, tmp_path):
     monkeypatch.setattr(providers.ort, "get_available_providers", lambda: [CANN, CPU])
     monkeypatch.setenv("ASCEND_HOME_PATH", str(tmp_path))
-    monkeypatch.setattr(providers, "_probe_library", lambda name, folders, ld: None)
-    monkeypatch.setattr(providers.glob, "glob", lambda pattern: [])
-    assert providers.cann_status().missing == ("an Ascend NPU device (no /dev/davinci<N>)",)
+    monkeypatch.setattr(cann.status, "_probe_library", lambda name, folders, ld: None)
+    monkeypatch.setattr(cann.status.glob, "glob", lambda pattern: [])
+    assert cann.cann_status().missing == ("an Ascend NPU device (no /dev/davinci<N>)",)
 
 
 def test_check_fallback_catches_a_provider_that_did_not_start():

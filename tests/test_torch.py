@@ -62,7 +62,7 @@ def test_torch_bfloat16_tensors():
 
 
 def test_torch_without_copy():
-    from kldiv_onnx.api import _to_numpy
+    from kldiv_onnx.arrays import to_numpy as _to_numpy
 
     tensor = torch.arange(6, dtype=torch.float32)
     assert np.shares_memory(_to_numpy(tensor, "input"), tensor.numpy())

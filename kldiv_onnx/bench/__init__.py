@@ -29,10 +29,9 @@ and a call shows no growth. Where the kernel cannot do this, the field is ``None
 
 Layout: :mod:`.config` (what to measure), :mod:`.measure` (machine, memory probe, backends,
 timing, the runner: :func:`run_benchmark`), :mod:`.report` (ratios, targets, terminal tables,
-markdown, plot), :mod:`.cli` (``kldiv-onnx bench``).
+markdown, plot); the command is in :mod:`kldiv_onnx.cli.bench`.
 """
 
-from .cli import main, register_cli
 from .config import (
     BACKENDS,
     BENCH_REDUCTIONS,
@@ -88,12 +87,10 @@ __all__ = [
     "format_summary",
     "format_table",
     "machine_info",
-    "main",
     "markdown",
     "plot",
     "quick_config",
     "ratios",
-    "register_cli",
     "run_benchmark",
     "shape_of",
     "summarize",

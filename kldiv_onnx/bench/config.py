@@ -7,6 +7,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from .._contract import REDUCTIONS
+
 SCHEMA = "kldiv-onnx-bench/1"
 BACKENDS = ("fused", "composite", "torch-export", "torch-eager", "numpy-read")
 DTYPE_NAMES = ("float32", "float16", "bfloat16")
@@ -35,8 +37,6 @@ class Config:
 
     def validate(self) -> None:
         """``ValueError`` naming the first bad field."""
-        from .._contract import REDUCTIONS
-
         checks: list[tuple[str, Iterable[Any], Callable[[Any], bool]]] = [
             ("sizes", self.sizes, lambda v: isinstance(v, int) and v >= 1),
             ("dtypes", self.dtypes, lambda v: v in DTYPE_NAMES),

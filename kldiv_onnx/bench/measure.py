@@ -26,8 +26,15 @@ from typing import Any
 
 import numpy as np
 
+from .. import native
+from .._contract import DTYPES
+from .._version import __version__
+from ..arrays import to_ortvalue, to_torch
+from ..export import build_model
+from ..reference import sample
+from ..runtime import session_options
 from .config import CLASSES, SCHEMA, Config
-from .report import _fmt_size, summarize
+from .report import fmt_size, summarize
 
 # ----------------------------------------------------------------------------- memory
 
@@ -96,9 +103,6 @@ def _version(package: str) -> str | None:
 
 def machine_info() -> dict[str, Any]:
     """CPU model, SIMD level, cores, memory, load, versions and the native library used."""
-    from .. import __version__, native
-    from ..doctor import simd_level
-
     model = platform.processor() or platform.machine()
     with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
         model = next(
@@ -123,7 +127,7 @@ def machine_info() -> dict[str, Any]:
         versions[package] = _version(package)
     return {
         "cpu_model": model,
-        "simd": simd_level(),
+        "simd": native.simd_level(),
         "cores": os.cpu_count(),
         "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "memory_bytes": memory,
@@ -154,27 +158,9 @@ def _first_line(exc: BaseException) -> str:
 def _ort_session(model: bytes, threads: int, library: str | None, arena: bool) -> Any:
     import onnxruntime as ort
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.enable_cpu_mem_arena = arena
+    so = session_options(threads, library, arena=arena)
     so.log_severity_level = 3
-    if library is not None:
-        so.register_custom_ops_library(library)
     return ort.InferenceSession(model, sess_options=so, providers=["CPUExecutionProvider"])
-
-
-def _ortvalue(array: np.ndarray) -> Any:
-    import onnxruntime as ort
-    from onnx import TensorProto
-
-    from .._contract import DTYPES
-
-    if array.dtype == DTYPES["bfloat16"]:
-        return ort.OrtValue.ortvalue_from_numpy_with_onnx_type(
-            array.view(np.uint16), TensorProto.BFLOAT16
-        )
-    return ort.OrtValue.ortvalue_from_numpy(array)
 
 
 class _OrtCall:
@@ -184,7 +170,7 @@ class _OrtCall:
     def __init__(self, sess: Any, x: np.ndarray, t: np.ndarray) -> None:
         names = [i.name for i in sess.get_inputs()]
         self.sess = sess
-        self.values = [_ortvalue(x), _ortvalue(t)]  # kept alive: the binding points at them
+        self.values = [to_ortvalue(x), to_ortvalue(t)]  # kept alive: the binding points at them
         self.binding = sess.io_binding()
         for name, value in zip(names, self.values, strict=True):
             self.binding.bind_ortvalue_input(name, value)
@@ -232,14 +218,6 @@ def torch_export_model(reduction: str, dtype: str) -> bytes:
     finally:
         logging.disable(previous)
     return program.model_proto.SerializeToString()
-
-
-def _torch_tensor(torch: Any, array: np.ndarray) -> Any:
-    from .._contract import DTYPES
-
-    if array.dtype == DTYPES["bfloat16"]:
-        return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
-    return torch.from_numpy(array)
 
 
 def _raw_view(array: np.ndarray) -> np.ndarray:
@@ -390,9 +368,6 @@ def shape_of(size: int) -> tuple[int, int]:
 
 
 def _inputs(size: int, dtypes: Sequence[str], seed: int) -> dict[str, tuple[np.ndarray, ...]]:
-    from .._contract import DTYPES
-    from ..demo import sample
-
     x, t = sample(shape_of(size), np.dtype(np.float32), seed)
     return {
         d: (x, t) if d == "float32" else (x.astype(DTYPES[d]), t.astype(DTYPES[d])) for d in dtypes
@@ -407,8 +382,6 @@ class _Runner:
     """State of one benchmark run: what is available, models and sessions' failures, pools."""
 
     def __init__(self, cfg: Config) -> None:
-        from .. import native
-
         self.cfg = cfg
         self.memory = PeakMemory() if cfg.memory else None
         self.notes: list[str] = []
@@ -441,8 +414,6 @@ class _Runner:
 
     def model(self, backend: str, reduction: str, dtype: str) -> bytes:
         """The ONNX model of an onnxruntime backend, built once; a failure is remembered."""
-        from ..export import build_model
-
         key = (backend, reduction, dtype)
         if key in self.errors:
             raise _Failed(self.errors[key])
@@ -489,7 +460,7 @@ class _Runner:
             import torch.nn.functional as F
 
             self.torch.set_num_threads(point.threads)
-            xt, tt = _torch_tensor(self.torch, x), _torch_tensor(self.torch, t)
+            xt, tt = to_torch(x), to_torch(t)
 
             def eager() -> None:
                 F.kl_div(xt, tt, reduction=point.reduction, log_target=False)
@@ -528,7 +499,7 @@ class _Runner:
                     point.status = "failed"
                     point.error = str(exc) if isinstance(exc, _Failed) else _first_line(exc)
             out.append(point)
-            progress.step(f"{backend} {dtype} {reduction} t{threads} {_fmt_size(size)}")
+            progress.step(f"{backend} {dtype} {reduction} t{threads} {fmt_size(size)}")
         return out
 
 

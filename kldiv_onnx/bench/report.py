@@ -110,7 +110,7 @@ def _fmt_x(value: float | None) -> str:
     return "" if value is None else f"{value:.3g}x"
 
 
-def _fmt_size(size: int) -> str:
+def fmt_size(size: int) -> str:
     exp = size.bit_length() - 1
     return f"2**{exp}" if size == 1 << exp else str(size)
 
@@ -144,7 +144,7 @@ def format_table(result: dict[str, Any]) -> str:
                     r = ratios(result, dtype, reduction, threads, size)
                     fused = idx.get(("fused", dtype, reduction, threads, size))
                     cells = [
-                        _fmt_size(size),
+                        fmt_size(size),
                         *[_fmt_ns(idx.get((b, dtype, reduction, threads, size))) for b in backends],
                         _fmt_x(r["export_over_fused"]),
                         _fmt_x(r["eager_over_fused"]),
@@ -176,7 +176,7 @@ def format_memory(result: dict[str, Any]) -> str:
     cfg = result["config"]
     size, threads = max(cfg["sizes"]), max(cfg["threads"])
     idx = _index(result["points"])
-    lines = [f"peak extra memory (MiB) at {_fmt_size(size)} elements, {threads} thread(s):"]
+    lines = [f"peak extra memory (MiB) at {fmt_size(size)} elements, {threads} thread(s):"]
     head = ["dtype", "reduction", "inputs", *cfg["backends"]]
     lines.append("  ".join(h.rjust(12) for h in head))
     for dtype in cfg["dtypes"]:
@@ -222,7 +222,7 @@ def format_summary(result: dict[str, Any]) -> str:
     s = result["summary"]
     at = s["at"]
     lines = [
-        f"targets at {_fmt_size(at['size'])} {at['dtype']} {at['reduction']}, "
+        f"targets at {fmt_size(at['size'])} {at['dtype']} {at['reduction']}, "
         f"{at['threads']} thread(s)"
         + ("" if s["exact_target_point"] else " (not the target point 2**24, 2 threads)")
         + ":"
@@ -252,7 +252,7 @@ def markdown(result: dict[str, Any], command: str) -> str:
         f"Load average {_fmt_load(m.get('loadavg'))} at the start, "
         f"{_fmt_load(m.get('loadavg_end'))} at the end.",
         "",
-        f"{_fmt_size(at['size'])} elements ({at['size'] // CLASSES} x {CLASSES}), "
+        f"{fmt_size(at['size'])} elements ({at['size'] // CLASSES} x {CLASSES}), "
         f"`{at['reduction']}`, {at['threads']} intra-op threads:",
         "",
         "| backend | dtype | median ms | ns/element | input GB/s | peak extra MiB |",
@@ -285,7 +285,7 @@ def markdown(result: dict[str, Any], command: str) -> str:
         r = ratios(result, at["dtype"], at["reduction"], at["threads"], size)
         gbs = f"{p['input_gb_per_s']:.1f}" if p and p["status"] == "ok" else "-"
         out.append(
-            f"| {_fmt_size(size)} | {gbs} | {_fmt_x(r['export_over_fused']) or '-'} "
+            f"| {fmt_size(size)} | {gbs} | {_fmt_x(r['export_over_fused']) or '-'} "
             f"| {_fmt_x(r['eager_over_fused']) or '-'} | {_fmt_x(r['fused_over_read']) or '-'} |"
         )
     out += [

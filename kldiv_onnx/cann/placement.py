@@ -9,51 +9,27 @@ The provider takes nodes in one of two ways (``enable_cann_graph``):
 * **single-operator mode**: only ops with a kernel in the provider's registry for the node's
   since-version and input type.
 
-Both tables are data (``kldiv_onnx/data/cann_ort_<version>.json``) with the onnxruntime
-version and the source they were read from. :func:`check_placement` predicts the placement the
-way the provider decides it; ``kldiv-onnx check --provider cann MODEL`` prints it.
+Both tables are data (:mod:`.tables`). :func:`check_placement` predicts the placement the way
+the provider decides it; ``kldiv-onnx check --provider cann MODEL`` prints it.
 """
 
 from __future__ import annotations
 
-import argparse
-import functools
-import json
-import os
 from dataclasses import dataclass
-from importlib import resources
-from typing import Any
 
 import onnx
 import onnx.inliner
 import onnx.shape_inference
 from onnx import ModelProto, TensorProto
 
-TABLE_FILE = "cann_ort_1.24.4.json"
-"""The tables in use: onnxruntime-cann 1.24.4 (the wheel the side environment tests against)."""
+from ..model_io import ModelLike, load_model
+from .tables import tables
+
 MODES = ("graph", "op")
 ONNX_DOMAIN = "ai.onnx"
 _NONDETERMINISTIC = frozenset(
     {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial"}
 )
-
-
-@functools.cache
-def table() -> dict[str, Any]:
-    """The CANN provider tables (graph-mode op list, kernel registry, options, toolkit)."""
-    text = resources.files(__package__).joinpath("data", TABLE_FILE).read_text(encoding="utf-8")
-    return json.loads(text)
-
-
-def graph_ops() -> frozenset[str]:
-    """Op types the graph mode takes."""
-    return frozenset(table()["graph_mode"]["ops"])
-
-
-def opset_range() -> tuple[int, int]:
-    """The ``ai.onnx`` opsets the graph mode takes (inclusive)."""
-    graph = table()["graph_mode"]
-    return int(graph["opset_min"]), int(graph["opset_max"])
 
 
 @dataclass(frozen=True)
@@ -124,23 +100,6 @@ class PlacementReport:
         return "\n".join(lines)
 
 
-def _load(model: ModelProto | bytes | str | os.PathLike) -> ModelProto:
-    if isinstance(model, ModelProto):
-        return model
-    try:
-        if isinstance(model, (bytes, bytearray)):
-            return onnx.load_from_string(bytes(model))
-        if isinstance(model, (str, os.PathLike)):
-            return onnx.load(os.fspath(model), load_external_data=False)
-    except OSError:
-        raise
-    except Exception as exc:  # protobuf's DecodeError and friends
-        raise ValueError(
-            f"not an ONNX model: {str(exc).splitlines()[0] if str(exc) else exc!r}"
-        ) from exc
-    raise TypeError(f"model must be a ModelProto, bytes or a path, got {type(model).__name__}")
-
-
 def _dtypes(model: ModelProto) -> tuple[dict[str, str], dict[str, list]]:
     """Element type names and shapes (dim values or None) of every known value."""
     try:
@@ -166,12 +125,8 @@ def _dtypes(model: ModelProto) -> tuple[dict[str, str], dict[str, list]]:
     return {k: rename.get(v, v) for k, v in types.items()}, shapes
 
 
-def _kernels(op: str) -> list[dict]:
-    return [k for k in table()["single_op"]["kernels"] if k["op"] == op]
-
-
 def _graph_reason(op: str, domain: str, opset: int | None, all_constant: bool) -> str | None:
-    low, high = opset_range()
+    low, high = tables().opset_min, tables().opset_max
     if domain != ONNX_DOMAIN:
         return f"domain {domain!r} is not ai.onnx: a custom op runs on CPU"
     if opset is None or opset < low:
@@ -181,7 +136,7 @@ def _graph_reason(op: str, domain: str, opset: int | None, all_constant: bool) -
             f"ai.onnx opset {opset} is above {high}: CANN's ONNX parser takes "
             f"{low}-{high}; export at opset <= {high}"
         )
-    if op not in graph_ops():
+    if op not in tables().graph_ops:
         return f"{op} is not in the CANN graph-mode op list"
     if all_constant:
         return "all inputs are initializers: the graph engine takes no constant-only node"
@@ -191,27 +146,25 @@ def _graph_reason(op: str, domain: str, opset: int | None, all_constant: bool) -
 def _op_reason(op: str, domain: str, opset: int | None, dtype: str | None) -> str | None:
     if domain != ONNX_DOMAIN:
         return f"domain {domain!r} is not ai.onnx: a custom op runs on CPU"
-    kernels = _kernels(op)
+    kernels = tables().kernels_of(op)
     if not kernels:
         return f"no CANN kernel for {op}"
     try:
         since = onnx.defs.get_schema(op, opset or 1, "").since_version
     except onnx.defs.SchemaError:
         return f"no ONNX schema for {op} at opset {opset}"
-    match = [
-        k for k in kernels if k["since"] <= since and (k["until"] is None or since <= k["until"])
-    ]
+    match = [k for k in kernels if k.since <= since and (k.until is None or since <= k.until)]
     if not match:
-        spans = ", ".join(f"{k['since']}-{k['until'] or ''}" for k in kernels)
+        spans = ", ".join(f"{k.since}-{k.until or ''}" for k in kernels)
         return f"no CANN kernel for {op} version {since} (opset {opset}); kernels cover {spans}"
-    types = match[0]["types"]
+    types = match[0].types
     if dtype is not None and types is not None and dtype not in types:
         return f"CANN kernel {op} (version {since}) takes {', '.join(types)} inputs, not {dtype}"
     return None
 
 
 def check_placement(
-    model: ModelProto | bytes | str | os.PathLike,
+    model: ModelLike,
     mode: str = "graph",
     *,
     fold_constants: bool = True,
@@ -226,7 +179,7 @@ def check_placement(
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    proto = onnx.inliner.inline_local_functions(_load(model))
+    proto = onnx.inliner.inline_local_functions(load_model(model, external_data=False))
     opsets = {(o.domain or ONNX_DOMAIN): o.version for o in proto.opset_import}
     opset = opsets.get(ONNX_DOMAIN)
     types, shapes = _dtypes(proto)
@@ -275,37 +228,10 @@ def check_placement(
                 )
             )
     partitions = sum(1 for i, here in enumerate(on_npu) if here and (i == 0 or not on_npu[i - 1]))
-    low, high = opset_range()
+    low, high = tables().opset_min, tables().opset_max
     blocker = None
     if mode == "graph" and (opset is None or not low <= opset <= high):
         blocker = f"ai.onnx opset {opset}: the CANN graph mode needs opset {low}-{high}"
     return PlacementReport(
-        mode, opset, len(on_npu), tuple(leaving), partitions, blocker, table()["onnxruntime"]
+        mode, opset, len(on_npu), tuple(leaving), partitions, blocker, tables().onnxruntime
     )
-
-
-def _cmd_check(args: argparse.Namespace) -> int:
-    from .cli import UsageError
-
-    try:
-        report = check_placement(args.model, args.cann_mode)
-    except (OSError, ValueError, TypeError) as exc:
-        raise UsageError(f"cannot check {args.model}: {exc}") from exc
-    print(report.format())
-    return 0 if report.ok else 1
-
-
-def register_cli(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``check``: predict which nodes leave the NPU (exit 1 if any, 0 if none)."""
-    p = subparsers.add_parser(
-        "check", help="predict placement under an execution provider (exit 1 if a node leaves)"
-    )
-    p.add_argument("model", help="the .onnx file")
-    p.add_argument("--provider", choices=("cann",), default="cann")
-    p.add_argument(
-        "--cann-mode",
-        choices=MODES,
-        default="graph",
-        help="graph: enable_cann_graph=1 (default); op: single-operator kernels",
-    )
-    p.set_defaults(func=_cmd_check)

@@ -1,18 +1,18 @@
-"""``kldiv-onnx bench``: its arguments, the command itself, and ``python -m kldiv_onnx.bench``."""
+"""Subcommand ``bench``: its arguments and the command itself."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .config import BACKENDS, Config, quick_config
-from .measure import run_benchmark
-from .report import format_table, markdown, plot
+from .. import native
+from ..bench.config import BACKENDS, Config, quick_config
+from ..bench.measure import run_benchmark
+from ..bench.report import format_table, markdown, plot
+from .common import UsageError
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -43,8 +43,6 @@ def _str_list(text: str) -> tuple[str, ...]:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from ..cli import UsageError
-
     cfg = quick_config() if args.quick else Config()
     for name in ("sizes", "dtypes", "reductions", "threads", "backends"):
         value = getattr(args, name)
@@ -86,11 +84,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def register_cli(subparsers: Any) -> None:
+def register(subparsers: Any) -> None:
     """Add ``kldiv-onnx bench``."""
-    p = subparsers.add_parser(
-        "bench", help="every backend side by side: time, throughput, memory (issue 7)"
-    )
+    p = subparsers.add_parser("bench", help="every backend side by side: time, throughput, memory")
     p.add_argument("--quick", action="store_true", help="the small CI set (seconds)")
     p.add_argument(
         "--log2-sizes",
@@ -119,10 +115,8 @@ def register_cli(subparsers: Any) -> None:
 
 def _command_line(args: argparse.Namespace) -> str:
     """The options given, spelled back (for the JSON and the README snippet)."""
-    from .. import native
-
     words = ["kldiv-onnx", "bench"]
-    env = getattr(native, "ENV_VAR", "KLDIV_ONNX_LIBRARY")
+    env = native.ENV_VAR
     if os.environ.get(env):  # where the library came from is part of how the figures were made
         words.insert(0, f"{env}={os.environ[env]}")
     if args.quick:
@@ -145,10 +139,3 @@ def _command_line(args: argparse.Namespace) -> str:
         if value:
             words += [f"--{name}", str(value)]
     return " ".join(words)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m kldiv_onnx.bench ...`` (same as ``kldiv-onnx bench ...``)."""
-    from ..cli import main as cli_main
-
-    return cli_main(["bench", *(sys.argv[1:] if argv is None else argv)])

@@ -1,40 +1,22 @@
-"""The ``kldiv-onnx`` command line: export, run, demo, doctor (and the subcommands of the
-runtime and interop modules). Bad arguments give one line on stderr and exit code 2."""
+"""Subcommands ``export``, ``run``, ``demo`` and ``doctor``."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import sys
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from ._contract import DEFAULT_OPSET, DTYPES, REDUCTIONS
-
-
-class UsageError(Exception):
-    """A bad argument or input file: reported in one line, exit code 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse would print the usage block
-        raise UsageError(message)
-
-
-def _shape(text: str) -> list[int | str | None]:
-    """'2,3' → [2, 3]; 'batch,10' keeps names; '?' is an unnamed dim; '' is 0-d."""
-    dims: list[int | str | None] = []
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        dims.append(None if part == "?" else int(part) if part.isdigit() else part)
-    return dims
+from .. import runtime
+from .._contract import DEFAULT_OPSET, DTYPES, REDUCTIONS
+from ..demo import demo
+from ..doctor import report
+from ..export import FORMS, build_model
+from .common import UsageError, shape, write_model
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    import onnx
-
-    from .export import build_model
-
     try:
         model = build_model(
             args.reduction,
@@ -47,7 +29,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
-    onnx.save(model, args.output)
+    write_model(model, args.output)
     node = model.graph.node
     what = (
         node[0].domain + "." + node[0].op_type if args.form == "function" else f"{len(node)} nodes"
@@ -78,8 +60,6 @@ def _load_feeds(paths: Sequence[str], names: Sequence[str]) -> dict[str, np.ndar
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from . import runtime
-
     try:
         sess = runtime.session(
             args.model, threads=args.threads, fused=False if args.composite else None
@@ -101,22 +81,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import demo
-
     return demo(size=args.size, seed=args.seed)
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
-    from .doctor import report
-
     print(report())
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="kldiv-onnx", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
+def register(sub: Any) -> None:
+    """Add ``export``, ``run``, ``demo`` and ``doctor``."""
     p = sub.add_parser("export", help="write a KLDivLoss model")
     p.add_argument("output", help="path of the .onnx file to write")
     p.add_argument("--reduction", choices=REDUCTIONS, default="mean")
@@ -124,12 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
     p.add_argument(
         "--input-shape",
-        type=_shape,
+        type=shape,
         default=None,
         help="comma-separated dims: ints, names or ?; default batch,classes",
     )
-    p.add_argument("--target-shape", type=_shape, default=None, help="default: the input's")
-    p.add_argument("--form", choices=("function", "inline"), default="function")
+    p.add_argument("--target-shape", type=shape, default=None, help="default: the input's")
+    p.add_argument("--form", choices=FORMS, default="function")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET)
     p.set_defaults(func=_cmd_export)
 
@@ -148,23 +122,3 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("doctor", help="versions, providers, native library")
     p.set_defaults(func=_cmd_doctor)
-
-    for module in _EXTENSIONS:
-        importlib.import_module(f".{module}", __package__).register_cli(sub)
-    return parser
-
-
-_EXTENSIONS: tuple[str, ...] = ("cann", "bench", "interop.cli")
-"""Modules that add subcommands through ``register_cli(subparsers)``."""
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-        return args.func(args)
-    except UsageError as exc:
-        print(f"kldiv-onnx: error: {exc}", file=sys.stderr)
-        return 2
-    except FileNotFoundError as exc:
-        print(f"kldiv-onnx: error: {exc}", file=sys.stderr)
-        return 2

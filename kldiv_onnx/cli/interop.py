@@ -1,4 +1,4 @@
-"""Subcommands ``embed``, ``distill``, ``fuse`` and ``validate`` of ``kldiv-onnx``."""
+"""Subcommands ``embed``, ``distill``, ``fuse`` and ``validate``."""
 
 from __future__ import annotations
 
@@ -8,32 +8,16 @@ from typing import Any
 import numpy as np
 
 from .._contract import DTYPES, REDUCTIONS
-from ..cli import UsageError, _shape
-
-
-def _load(path: str, what: str = "model") -> Any:
-    import onnx
-    from google.protobuf.message import DecodeError
-
-    try:
-        return onnx.load(path)
-    except (OSError, DecodeError, ValueError) as exc:
-        raise UsageError(f"cannot read {what} {path}: {exc}") from exc
-
-
-def _save(model: Any, path: str) -> None:
-    import onnx
-
-    try:
-        onnx.save(model, path)
-    except OSError as exc:
-        raise UsageError(f"cannot write {path}: {exc}") from exc
+from ..export import FORMS
+from ..interop.distill import distill
+from ..interop.embed import embed
+from ..interop.fuse import fuse
+from ..interop.validate import validate_model, validate_op, write_json
+from .common import UsageError, int_shape, read_model, write_model
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
-    from .embed import embed
-
-    model = _load(args.model)
+    model = read_model(args.model)
     try:
         out = embed(
             model,
@@ -47,7 +31,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
         )
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from exc
-    _save(out, args.output)
+    write_model(out, args.output)
     added = [i.name for i in out.graph.input if i.name not in {j.name for j in model.graph.input}]
     print(
         f"wrote {args.output}: output {args.output_name!r} = KLDivLoss({args.reduction}) of "
@@ -57,9 +41,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
 
 def _cmd_distill(args: argparse.Namespace) -> int:
-    from .distill import distill
-
-    student, teacher = _load(args.student, "student"), _load(args.teacher, "teacher")
+    student, teacher = read_model(args.student, "student"), read_model(args.teacher, "teacher")
     try:
         out = distill(
             student,
@@ -71,21 +53,19 @@ def _cmd_distill(args: argparse.Namespace) -> int:
         )
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from exc
-    _save(out, args.output)
+    write_model(out, args.output)
     outputs = ", ".join(o.name for o in out.graph.output)
     print(f"wrote {args.output}: outputs {outputs}; T={args.temperature}, {args.reduction}")
     return 0
 
 
 def _cmd_fuse(args: argparse.Namespace) -> int:
-    from .fuse import fuse
-
-    model = _load(args.model)
+    model = read_model(args.model)
     try:
         result = fuse(model)
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from exc
-    _save(result.model, args.output)
+    write_model(result.model, args.output)
     before, after = len(model.graph.node), len(result.model.graph.node)
     if result.count == 0:
         print(f"wrote {args.output}: nothing to fuse, model unchanged ({before} nodes)")
@@ -99,11 +79,9 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from .validate import validate_model, validate_op, write_json
-
     try:
         if args.model:
-            model = _load(args.model)
+            model = read_model(args.model)
             inputs = None
             if args.inputs:
                 try:
@@ -129,19 +107,12 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     if args.json:
         try:
             write_json(report, args.json)
-        except OSError as exc:
-            raise UsageError(f"cannot write {args.json}: {exc}") from exc
+        except (OSError, ValueError) as exc:
+            raise UsageError(str(exc)) from exc
     return 0 if report.ok else 1
 
 
-def _int_shape(text: str) -> list[int]:
-    dims = _shape(text)
-    if not all(isinstance(d, int) for d in dims):
-        raise argparse.ArgumentTypeError(f"shape must be comma-separated ints, got {text!r}")
-    return dims  # type: ignore[return-value]
-
-
-def register_cli(sub: Any) -> None:
+def register(sub: Any) -> None:
     """Add the subcommands to ``kldiv-onnx``'s subparsers."""
     p = sub.add_parser("embed", help="add a KLDivLoss output to a model")
     p.add_argument("model")
@@ -152,7 +123,7 @@ def register_cli(sub: Any) -> None:
     p.add_argument("--log-target", action="store_true")
     p.add_argument("--log-softmax", action="store_true", help="--input holds logits")
     p.add_argument("--output-name", default="kldiv_loss")
-    p.add_argument("--form", choices=("function", "inline"), default="function")
+    p.add_argument("--form", choices=FORMS, default="function")
     p.set_defaults(func=_cmd_embed)
 
     p = sub.add_parser("distill", help="merge student and teacher with the distillation loss")
@@ -176,8 +147,8 @@ def register_cli(sub: Any) -> None:
     p.add_argument("--reduction", choices=REDUCTIONS, default="batchmean")
     p.add_argument("--log-target", action="store_true")
     p.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
-    p.add_argument("--input-shape", type=_int_shape, default=[8, 10])
-    p.add_argument("--target-shape", type=_int_shape, default=None)
+    p.add_argument("--input-shape", type=int_shape, default=[8, 10])
+    p.add_argument("--target-shape", type=int_shape, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--rtol",

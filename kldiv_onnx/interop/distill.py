@@ -9,20 +9,20 @@ knowledge-distillation loss as written in PyTorch::
 from __future__ import annotations
 
 import math
-import os
 
 import onnx
 from onnx import ModelProto, helper
 
-from .._contract import check_reduction
+from .._contract import Variant
+from ..export import opset_of
+from ..graph import rename_values
+from ..model_io import ModelLike, load_model
 from .embed import (
     dims_of,
     dtype_of,
     embed,
     ensure_opset,
-    load,
     node_names,
-    opset_of,
     unique,
     value_info,
     value_names,
@@ -33,22 +33,6 @@ PREFIX = "teacher/"
 
 def _prefixed(name: str) -> str:
     return PREFIX.rstrip("/") + name if name.startswith("/") else PREFIX + name
-
-
-def _rename(graph: onnx.GraphProto, names: dict[str, str]) -> None:
-    """Rename values (everywhere, nested graphs included) and node names, in place."""
-    for vi in [*graph.input, *graph.output, *graph.value_info]:
-        vi.name = names.get(vi.name, vi.name)
-    for init in graph.initializer:
-        init.name = names.get(init.name, init.name)
-    for sparse in graph.sparse_initializer:
-        sparse.values.name = names.get(sparse.values.name, sparse.values.name)
-    for node in graph.node:
-        node.input[:] = [names.get(n, n) for n in node.input]
-        node.output[:] = [names.get(n, n) for n in node.output]
-        for attr in node.attribute:
-            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
-                _rename(sub, names)
 
 
 def _check_shared_inputs(student: ModelProto, teacher: ModelProto) -> None:
@@ -91,8 +75,8 @@ def _merge_opsets(student: ModelProto, teacher: ModelProto) -> tuple[ModelProto,
 
 
 def distill(
-    student: ModelProto | str | os.PathLike,
-    teacher: ModelProto | str | os.PathLike,
+    student: ModelLike,
+    teacher: ModelLike,
     *,
     student_output: str,
     teacher_output: str,
@@ -108,12 +92,12 @@ def distill(
     prefixed with ``teacher/`` (its outputs too, so ``logits`` in both becomes
     ``teacher/logits``); inputs are shared. Neither argument is modified.
     """
-    check_reduction(reduction)
+    Variant(reduction)  # checks the reduction
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
         raise TypeError(f"temperature must be a number, got {temperature!r}")
     if not math.isfinite(temperature) or temperature <= 0:
         raise ValueError(f"temperature must be finite and > 0, got {temperature!r}")
-    student, teacher = load(student, "student"), load(teacher, "teacher")
+    student, teacher = load_model(student, "student"), load_model(teacher, "teacher")
     for role, model, name in (
         ("student_output", student, student_output),
         ("teacher_output", teacher, teacher_output),
@@ -147,7 +131,7 @@ def distill(
     renames = {
         n: unique(_prefixed(n), taken | t_values) for n in sorted(t_values - shared) if n in taken
     }
-    _rename(t_graph, renames)
+    rename_values(t_graph, renames)
     s_nodes = node_names(s_graph)
     for node in t_graph.node:
         if node.name in s_nodes:

@@ -8,7 +8,6 @@ existing value or a new graph input of the same dtype and shape (symbolic dims k
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 
 import onnx
@@ -17,29 +16,9 @@ import onnx.shape_inference
 import onnx.version_converter
 from onnx import ModelProto, TensorProto, ValueInfoProto, helper
 
-from .._contract import (
-    DOMAIN,
-    DOMAIN_VERSION,
-    IR_VERSION,
-    MIN_OPSET,
-    ONNX_TYPE_NAMES,
-    ONNX_TYPES,
-    check_reduction,
-    op_name,
-)
-from ..composite import function_proto
-from ..export import FORMS, Dim, output_shape
-
-
-def load(model: ModelProto | str | os.PathLike, what: str = "model") -> ModelProto:
-    """A ``ModelProto`` (copied, so the caller's is never modified) from a proto or a path."""
-    if isinstance(model, ModelProto):
-        copy = ModelProto()
-        copy.CopyFrom(model)
-        return copy
-    if isinstance(model, (str, os.PathLike)):
-        return onnx.load(os.fspath(model))
-    raise TypeError(f"{what} must be an onnx.ModelProto or a path, got {type(model).__name__}")
+from .._contract import DOMAIN, MIN_OPSET, ONNX_TYPE_NAMES, ONNX_TYPES, Variant
+from ..export import FORMS, Dim, add_function, output_shape
+from ..model_io import ModelLike, load_model
 
 
 def value_names(graph: onnx.GraphProto) -> set[str]:
@@ -135,33 +114,6 @@ def ensure_opset(model: ModelProto, minimum: int = MIN_OPSET) -> ModelProto:
     return converted
 
 
-def opset_of(model: ModelProto) -> int:
-    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-
-
-def add_function(model: ModelProto, reduction: str, log_target: bool, dtype: str) -> str:
-    """Add the variant's function and the domain import (once); return the op name."""
-    name = op_name(reduction, log_target)
-    wanted = function_proto(reduction, log_target, dtype, opset_of(model))
-    for existing in model.functions:
-        if existing.domain == DOMAIN and existing.name == name:
-            if list(existing.node) != list(wanted.node):
-                raise ValueError(
-                    f"the model already holds {name} for another dtype; one model holds each "
-                    f"variant for one dtype only (wanted {dtype})"
-                )
-            break
-    else:
-        model.functions.append(wanted)
-    imports = {o.domain: o.version for o in model.opset_import}
-    if DOMAIN not in imports:
-        model.opset_import.append(helper.make_opsetid(DOMAIN, DOMAIN_VERSION))
-    elif imports[DOMAIN] != DOMAIN_VERSION:
-        raise ValueError(f"the model imports {DOMAIN} version {imports[DOMAIN]}, not 1")
-    model.ir_version = max(model.ir_version, IR_VERSION)
-    return name
-
-
 def inline_kldiv(model: ModelProto) -> ModelProto:
     """Inline the kldiv_onnx functions (standard ops only) and drop them and their import."""
     ids = [(f.domain, f.name) for f in model.functions if f.domain == DOMAIN]
@@ -176,7 +128,7 @@ def inline_kldiv(model: ModelProto) -> ModelProto:
 
 
 def embed(
-    model: ModelProto | str | os.PathLike,
+    model: ModelLike,
     input: str,
     *,
     target: str | None = None,
@@ -198,18 +150,15 @@ def embed(
     Bad names or shapes raise ``ValueError``, unsupported dtypes ``TypeError``, both naming
     the value; ``model`` itself is never modified.
     """
-    check_reduction(reduction)
+    variant = Variant(reduction, log_target)
     if form not in FORMS:
         raise ValueError(f"form must be one of {FORMS}, got {form!r}")
-    if not isinstance(log_target, (bool, int)) or log_target not in (0, 1):
-        raise ValueError(f"log_target must be a bool, got {log_target!r}")
     for role, name in (("input", input), ("output_name", output_name)):
         if not isinstance(name, str) or not name:
             raise ValueError(f"{role} must be a non-empty value name, got {name!r}")
     if target is not None and (not isinstance(target, str) or not target):
         raise ValueError(f"target must be a value name or None, got {target!r}")
-    log_target = bool(log_target)
-    model = load(model)
+    model = load_model(model)
     graph = model.graph
     names = value_names(graph) | {o.name for o in graph.output}
     if output_name in names:
@@ -234,11 +183,11 @@ def embed(
         t_dims = dims_of(t_info)
     if x_dims is not None and t_dims is not None:
         try:
-            out_dims: list[Dim] | None = output_shape(reduction, x_dims, t_dims)
+            out_dims: list[Dim] | None = output_shape(variant.reduction, x_dims, t_dims)
         except ValueError as exc:
             raise ValueError(f"input {input!r} and target {t_name!r}: {exc}") from None
     else:
-        out_dims = [] if reduction != "none" else None
+        out_dims = [] if variant.reduction != "none" else None
 
     model = ensure_opset(model)
     graph = model.graph
@@ -253,7 +202,7 @@ def embed(
         )
         node.attribute.append(helper.make_attribute("axis", -1))
         graph.node.append(node)
-    op = add_function(model, reduction, log_target, dtype)
+    op = add_function(model, variant, dtype)
     graph.node.append(
         helper.make_node(
             op,

@@ -58,10 +58,11 @@ from .._contract import (
     MIN_OPSET,
     ONNX_TYPE_NAMES,
     ONNX_TYPES,
+    Variant,
     op_name,
-    variant_ops,
+    variant_of,
 )
-from ..composite import function_proto
+from ..export import add_function
 
 _DTYPES = ONNX_TYPE_NAMES  # ir.DataType is an int enum: it keys this dict as it is
 
@@ -329,7 +330,7 @@ def _kldiv_nodes(graph: ir.Graph) -> list[ir.Node]:
 
 def fuse_kldiv(model: ir.Model) -> int:
     """Fuse in place (an ``onnx_ir`` model, onnxscript's ``fuse_*`` shape); return the count
-    of losses replaced. Adds the functions of the new variants and the domain import."""
+    of losses replaced. The new nodes' functions are attached by :func:`fuse`."""
     opset = model.opset_imports.get("", 1)
     if opset < MIN_OPSET:
         return 0
@@ -342,7 +343,6 @@ def fuse_kldiv(model: ir.Model) -> int:
     # new losses, plus existing KLDivLoss nodes a later stage lifted (e.g. none → sum)
     count = counts[0] + len(before - {id(n) for n in nodes})
     _drop_orphaned(model.graph, used_constants)
-    _add_functions(model, nodes, opset)
     return count
 
 
@@ -369,41 +369,23 @@ def _drop_orphaned(graph: ir.Graph, used_before: set[int]) -> None:
             del graph.initializers[name]
 
 
-def _add_functions(model: ir.Model, nodes: list[ir.Node], opset: int) -> None:
-    variants = variant_ops()
-    dtypes: dict[str, str] = {}
-    for (domain, name, _), function in model.functions.items():
-        if domain == DOMAIN and name in variants:
-            dtypes[name] = _function_dtype(function)
-    for node in nodes:
-        if node.op_type not in variants:
+def _node_dtypes(graph: ir.Graph) -> dict[Variant, str]:
+    """The dtype of every variant the graph's KLDivLoss nodes use (one per variant)."""
+    dtypes: dict[Variant, str] = {}
+    for node in _kldiv_nodes(graph):
+        variant = variant_of(node.op_type)
+        if variant is None:
             continue
         dtype = _DTYPES.get(node.inputs[0].dtype)  # type: ignore[union-attr,arg-type]
         if dtype is None:
             raise ValueError(f"fuse: {node.op_type} node {node.name!r} has an unknown input type")
-        first = dtypes.setdefault(node.op_type, dtype)
+        first = dtypes.setdefault(variant, dtype)
         if first != dtype:
             raise ValueError(
                 f"fuse: {node.op_type} is used with {first} and {dtype}; one model holds each "
                 "variant for one dtype only"
             )
-    for name, dtype in dtypes.items():
-        if (DOMAIN, name, "") in model.functions:
-            continue
-        reduction, log_target = variants[name]
-        proto = function_proto(reduction, log_target, dtype, opset)
-        function = ir.serde.deserialize_function(proto)
-        model.functions[function.identifier()] = function
-    if dtypes:
-        model.opset_imports.setdefault(DOMAIN, DOMAIN_VERSION)
-        model.graph.opset_imports.setdefault(DOMAIN, DOMAIN_VERSION)
-
-
-def _function_dtype(function: ir.Function) -> str:
-    """The dtype a variant's body was specialised to: the type its final Cast writes."""
-    casts = [n for n in function if n.op_type == "Cast"]
-    to = casts[-1].attributes.get_int("to") if casts else None
-    return _DTYPES.get(ir.DataType(to), "float32") if to is not None else "float32"
+    return dtypes
 
 
 def fuse(model: onnx.ModelProto) -> Fused:
@@ -426,7 +408,13 @@ def fuse(model: onnx.ModelProto) -> Fused:
         out.CopyFrom(model)
         return Fused(out, 0, _count_ops(out))
     ir_model.ir_version = max(ir_model.ir_version, IR_VERSION)
+    dtypes = _node_dtypes(ir_model.graph)
     out = ir.serde.serialize_model(ir_model)
+    for variant, dtype in dtypes.items():
+        try:
+            add_function(out, variant, dtype)
+        except ValueError as exc:
+            raise ValueError(f"fuse: {exc}") from None
     known = {vi.name for vi in model.graph.value_info}  # keep only the value_info it had
     kept = [vi for vi in out.graph.value_info if vi.name in known]
     del out.graph.value_info[:]

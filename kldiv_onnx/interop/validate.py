@@ -11,18 +11,7 @@ For a model file the baseline is ``onnx.reference`` (the ONNX specification's ev
 the inlined model, and every other ONNX runtime is compared with it, output by output. A
 model whose graph is one KLDivLoss node on its inputs is validated as an op configuration.
 
-Tolerance, for a result in dtype ``d`` with machine epsilon ``eps``::
-
-    |got - ref| <= 2 * eps * |ref| + (4 * eps + 2 * eps32 * sqrt(n)) * scale
-
-where ``scale`` is, per element, the magnitude of the operands of the loss
-(``|t| * (|log t| + |x|)``, or ``exp(t) * (|t| + |x|)`` for a log-target), summed over the
-``n`` reduced terms and divided like the loss. It admits one rounding of the result, a few
-roundings of every operand for runtimes that compute in ``d`` (PyTorch, MindSpore) and the
-float32 accumulation of a reduction. For model files, whose conditioning is unknown:
-``rtol * (|ref| + max |ref|)`` per output, ``rtol`` defaulting to :data:`MODEL_RTOL` (of the
-order of onnx's backend tests' 1e-3 and of onnxruntime's own 1e-4 float32 comparisons); a
-distillation loss, for one, is a small difference of O(1) terms and loses digits to it.
+Tolerances: :mod:`kldiv_onnx.tolerance`.
 """
 
 from __future__ import annotations
@@ -43,12 +32,14 @@ import onnx.inliner
 import onnx.reference
 
 from .. import native, runtime
-from .._contract import DOMAIN, DTYPES, ONNX_TYPE_NAMES, check_reduction, dtype_name, variant_ops
-from ..demo import sample
+from .._contract import DOMAIN, DTYPES, ONNX_TYPE_NAMES, Variant, dtype_name, variant_of
+from ..arrays import from_torch, to_torch
 from ..export import build_model
-from ..reference import error_scale
+from ..graph import rename_values
+from ..model_io import ModelLike, load_model, write_bytes
 from ..reference import kl_div as reference_kl_div
-from .embed import load
+from ..reference import sample, sample_inputs
+from ..tolerance import model_tolerance, tolerance
 
 OK, FAIL, ERROR, UNSUPPORTED, UNAVAILABLE, REFERENCE = (
     "ok",
@@ -58,7 +49,6 @@ OK, FAIL, ERROR, UNSUPPORTED, UNAVAILABLE, REFERENCE = (
     "not available",
     "reference",
 )
-_F32_EPS = float(np.finfo(np.float32).eps)
 
 
 @dataclass
@@ -156,17 +146,6 @@ def compare(
     return row
 
 
-def tolerance(
-    x: np.ndarray, t: np.ndarray, reduction: str, log_target: bool, ref: np.ndarray
-) -> np.ndarray:
-    """The per-element tolerance of the module docstring for the loss of ``x`` and ``t``."""
-    eps = float(ml_dtypes.finfo(x.dtype).eps)
-    scale = error_scale(x, t, reduction, log_target)
-    n = max(int(np.prod(np.broadcast_shapes(x.shape, t.shape), dtype=np.int64)), 1)
-    accumulation = 0.0 if reduction == "none" else 2 * _F32_EPS * math.sqrt(n)
-    return 2 * eps * np.abs(ref) + (4 * eps + accumulation) * scale + 1e-30
-
-
 # --- runtimes ----------------------------------------------------------------------------------
 
 
@@ -215,20 +194,17 @@ def _quiet_stderr() -> Iterator[None]:
 
 
 def _torch_run(x: np.ndarray, t: np.ndarray, reduction: str, log_target: bool) -> np.ndarray:
-    import torch
     import torch.nn.functional as F
-
-    def tensor(a: np.ndarray) -> torch.Tensor:
-        if a.dtype == DTYPES["bfloat16"]:
-            return torch.from_numpy(a.view(np.int16).copy()).view(torch.bfloat16)
-        return torch.from_numpy(a.copy())
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch announces a change of its 'mean'
-        out = F.kl_div(tensor(x), tensor(t), reduction=reduction, log_target=log_target)
-    if out.dtype == torch.bfloat16:
-        return out.view(torch.int16).numpy().view(DTYPES["bfloat16"])
-    return out.numpy()
+        out = F.kl_div(
+            to_torch(x, copy=True),
+            to_torch(t, copy=True),
+            reduction=reduction,
+            log_target=log_target,
+        )
+    return from_torch(out)
 
 
 def _mindspore_run(x: np.ndarray, t: np.ndarray, reduction: str, log_target: bool) -> np.ndarray:
@@ -277,37 +253,37 @@ def validate_op(
     """Validate one op configuration on seeded log-probabilities and (log-)probabilities
     (or the given ``inputs``), on every runtime. ``model``: use this single-node model instead
     of building one (its inputs must be ``input`` and ``target``)."""
-    check_reduction(reduction)
+    variant = Variant(reduction, log_target)
     name = dtype_name(dtype)
     np_dtype = DTYPES[name]
     if inputs is None:
         x_shape = tuple(int(d) for d in input_shape)
         t_shape = x_shape if target_shape is None else tuple(int(d) for d in target_shape)
-        x, _ = sample(x_shape, np_dtype, seed)
-        _, t64 = sample(t_shape, np.dtype(np.float64), seed + 1)
-        if log_target:
-            t64 = np.log(np.maximum(t64, 1e-4))
-        t = t64.astype(np_dtype)
+        x, t = sample_inputs(x_shape, t_shape, np_dtype, variant.log_target, seed)
     else:
         x, t = (np.asarray(a) for a in inputs)
         if x.dtype != np_dtype or t.dtype != np_dtype:
             raise TypeError(f"inputs must be {name}, got {x.dtype} and {t.dtype}")
     if model is None:
-        model = build_model(reduction, log_target, name, list(x.shape), list(t.shape))
-    case = (
-        f"KLDivLoss(reduction={reduction!r}, log_target={int(bool(log_target))}) "
-        f"input {list(x.shape)} target {list(t.shape)}"
-    )
+        model = build_model(
+            variant.reduction, variant.log_target, name, list(x.shape), list(t.shape)
+        )
+    case = f"{variant.label} input {list(x.shape)} target {list(t.shape)}"
     report = Report(case, name)
-    ref = reference_kl_div(x, t, reduction, log_target)
-    tol = tolerance(x, t, reduction, log_target, ref)
+    ref = reference_kl_div(x, t, variant.reduction, variant.log_target)
+    tol = tolerance(x, t, variant, ref)
     report.rows.append(Row("numpy float64", REFERENCE, note="the reference"))
     feeds = {"input": x, "target": t}
     for label, make, note in onnx_runtimes(model):
         report.rows.append(_run_row(label, make, note, feeds, [ref], [tol], np_dtype))
     optional: list[tuple[str, str, Callable, str | None]] = [
         ("PyTorch eager", "torch", _torch_run, None),
-        ("MindSpore", "mindspore", _mindspore_run, _mindspore_unsupported(x, t, log_target)),
+        (
+            "MindSpore",
+            "mindspore",
+            _mindspore_run,
+            _mindspore_unsupported(x, t, variant.log_target),
+        ),
     ]
     for label, module, run, unsupported in optional:
         if not installed(module):
@@ -316,7 +292,7 @@ def validate_op(
             report.rows.append(Row(label, UNSUPPORTED, note=unsupported))
         else:
             try:
-                got = run(x, t, reduction, bool(log_target))
+                got = run(x, t, variant.reduction, variant.log_target)
             except Exception as exc:  # a runtime refusing the case is not a disagreement
                 first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ""
                 report.rows.append(Row(label, UNSUPPORTED, note=f"{type(exc).__name__}: {first}"))
@@ -357,19 +333,18 @@ def _run_row(
     )
 
 
-def _single_kldiv(model: onnx.ModelProto) -> tuple[str, bool, str, str] | None:
-    """(reduction, log_target, input name, target name) if the graph is one KLDivLoss node
-    reading two graph inputs."""
+def _single_kldiv(model: onnx.ModelProto) -> tuple[Variant, str, str] | None:
+    """(variant, input name, target name) if the graph is one KLDivLoss node reading two
+    graph inputs."""
     graph = model.graph
     if len(graph.node) != 1 or len(graph.output) != 1:
         return None
     node = graph.node[0]
-    variants = variant_ops()
+    variant = variant_of(node.op_type)
     inputs = [i.name for i in graph.input]
-    if node.domain != DOMAIN or node.op_type not in variants or list(node.input) != inputs:
+    if node.domain != DOMAIN or variant is None or list(node.input) != inputs:
         return None
-    reduction, log_target = variants[node.op_type]
-    return reduction, log_target, inputs[0], inputs[1]
+    return variant, inputs[0], inputs[1]
 
 
 def model_inputs(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]:
@@ -377,11 +352,11 @@ def model_inputs(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]
     KLDivLoss node directly, standard normal values elsewhere; symbolic dims of size 4."""
     rng = np.random.default_rng(seed)
     roles: dict[str, str] = {}
-    variants = variant_ops()
     for node in model.graph.node:
-        if node.domain == DOMAIN and node.op_type in variants and len(node.input) == 2:
+        variant = variant_of(node.op_type)
+        if node.domain == DOMAIN and variant is not None and len(node.input) == 2:
             roles.setdefault(node.input[0], "log_probs")
-            roles.setdefault(node.input[1], "log_probs" if variants[node.op_type][1] else "probs")
+            roles.setdefault(node.input[1], "log_probs" if variant.log_target else "probs")
     initializers = {i.name for i in model.graph.initializer}
     feeds: dict[str, np.ndarray] = {}
     for i, vi in enumerate(model.graph.input):
@@ -408,7 +383,7 @@ def model_inputs(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]
 
 
 def validate_model(
-    model: onnx.ModelProto | str | os.PathLike,
+    model: ModelLike,
     inputs: Mapping[str, np.ndarray] | None = None,
     *,
     seed: int = 0,
@@ -416,8 +391,8 @@ def validate_model(
 ) -> Report:
     """Validate a model file's outputs across the ONNX runtimes (``onnx.reference`` as the
     baseline); a single-KLDivLoss model is validated as an op configuration. ``rtol``
-    overrides :data:`MODEL_RTOL` for the outputs' dtype."""
-    proto = load(model)
+    overrides :data:`kldiv_onnx.tolerance.MODEL_RTOL` for the outputs' dtype."""
+    proto = load_model(model)
     feeds = dict(inputs) if inputs is not None else model_inputs(proto, seed)
     names = [
         i.name for i in proto.graph.input if i.name not in {x.name for x in proto.graph.initializer}
@@ -427,16 +402,11 @@ def validate_model(
         raise ValueError(f"no value given for model inputs {missing}")
     single = _single_kldiv(proto)
     if single is not None:
-        reduction, log_target, x_name, t_name = single
+        variant, x_name, t_name = single
         x, t = feeds[x_name], feeds[t_name]
-        renamed = onnx.ModelProto()
-        renamed.CopyFrom(proto)
+        rename_values(proto.graph, {x_name: "input", t_name: "target"})
         return validate_op(
-            reduction,
-            log_target,
-            x.dtype,
-            inputs=(x, t),
-            model=_rename_inputs(renamed, {x_name: "input", t_name: "target"}),
+            variant.reduction, variant.log_target, x.dtype, inputs=(x, t), model=proto
         )
     outputs = list(proto.graph.output)
     dtype = next(
@@ -459,17 +429,7 @@ def validate_model(
         )
         return report
     refs = [b.astype(np.float64) for b in baseline]
-    tols = []
-    for b, r in zip(baseline, refs, strict=True):
-        finite = np.abs(r[np.isfinite(r)])
-        peak = float(finite.max()) if finite.size else 0.0
-        if rtol is not None:
-            tol_b = rtol
-        elif b.dtype.kind == "f" or b.dtype == DTYPES["bfloat16"]:
-            tol_b = MODEL_RTOL.get(str(b.dtype), 1e-4)
-        else:
-            tol_b = 0.0  # integers and booleans: exact
-        tols.append(tol_b * (np.abs(r) + peak) + 1e-30)
+    tols = [model_tolerance(b, rtol) for b in baseline]
     report.rows.append(Row("onnx.reference (inlined)", REFERENCE, note="the baseline"))
     for label, make, note in onnx_runtimes(proto)[1:]:
         report.rows.append(_run_row(label, make, note, feeds, refs, tols, np_dtype))
@@ -478,20 +438,8 @@ def validate_model(
     return report
 
 
-MODEL_RTOL = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2}
-"""Default relative tolerance of a model file's outputs, per dtype (other floats: 1e-4)."""
-
-
-def _rename_inputs(model: onnx.ModelProto, names: dict[str, str]) -> onnx.ModelProto:
-    for vi in model.graph.input:
-        vi.name = names.get(vi.name, vi.name)
-    for node in model.graph.node:
-        node.input[:] = [names.get(n, n) for n in node.input]
-    return model
-
-
 def validate(
-    model: onnx.ModelProto | str | os.PathLike | None = None,
+    model: ModelLike | None = None,
     *,
     inputs: Mapping[str, np.ndarray] | None = None,
     reduction: str = "batchmean",
@@ -510,6 +458,5 @@ def validate(
 
 
 def write_json(report: Report, path: str | os.PathLike) -> None:
-    with open(path, "w") as f:
-        json.dump(report.to_dict(), f, indent=2)
-        f.write("\n")
+    """Write ``report.to_dict()`` as JSON, atomically."""
+    write_bytes(path, (json.dumps(report.to_dict(), indent=2) + "\n").encode(), "JSON file")

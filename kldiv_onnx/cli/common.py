@@ -1,0 +1,55 @@
+"""What every subcommand shares: the usage error, the parser that raises it, argument types,
+and reading and writing files with errors turned into one line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import onnx
+
+from ..model_io import load_model, save_model
+
+
+class UsageError(Exception):
+    """A bad argument or input file: reported in one line, exit code 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are :class:`UsageError` (argparse would print its
+    usage block and exit)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message)
+
+
+def shape(text: str) -> list[int | str | None]:
+    """'2,3' → [2, 3]; 'batch,10' keeps names; '?' is an unnamed dim; '' is 0-d."""
+    dims: list[int | str | None] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        dims.append(None if part == "?" else int(part) if part.isdigit() else part)
+    return dims
+
+
+def int_shape(text: str) -> list[int]:
+    """'8,10' → [8, 10]: comma-separated ints only."""
+    dims = shape(text)
+    if not all(isinstance(d, int) for d in dims):
+        raise argparse.ArgumentTypeError(f"shape must be comma-separated ints, got {text!r}")
+    return dims  # type: ignore[return-value]
+
+
+def read_model(path: str, what: str = "model") -> onnx.ModelProto:
+    """The model at ``path``, or a :class:`UsageError` naming it."""
+    try:
+        return load_model(path, what)
+    except (OSError, ValueError, TypeError) as exc:
+        raise UsageError(f"cannot read {what} {path}: {exc}") from exc
+
+
+def write_model(model: onnx.ModelProto, path: str | os.PathLike) -> None:
+    """Save ``model`` atomically, or a :class:`UsageError` naming the path."""
+    try:
+        save_model(model, path)
+    except (OSError, ValueError) as exc:
+        raise UsageError(str(exc)) from exc
