@@ -1,5 +1,7 @@
 // kldiv_core.h: the numeric core of the fused KLDivLoss kernel. Plain C++17; knows nothing of
-// onnxruntime, so it is unit-tested without a session (custom_ops/tests/test_core.cc).
+// onnxruntime (nor of the environment), so it is unit-tested without a session
+// (custom_ops/tests/). Implemented one concern per file: names.cc, broadcast.cc, convert.cc,
+// dispatch.cc (target selection), scalar_kernels.cc and kldiv_simd.cc (the loops), driver.cc.
 //
 // Semantics (pointwise on the numpy broadcast of input x and target t, float32 math):
 //   log_target = false: L = 0 where t == 0 (whatever x is), else t * (log(t) - x)
@@ -30,6 +32,8 @@ std::size_t DTypeSize(DType t);
 // "[2, 3, 4]" (and "[]" for a 0-d shape).
 std::string ShapeToString(const std::vector<int64_t>& shape);
 
+constexpr int kMaxRank = 64;  // numpy's limit (NPY_MAXDIMS)
+
 // How the two operands map onto the broadcast output, with dims of size 1 dropped and runs of
 // dims that index both operands alike merged. dims[0] is the outermost dim. Strides are in
 // elements; a stride of 0 means the operand is broadcast along that dim.
@@ -47,6 +51,11 @@ struct BroadcastPlan {
 // "input shape [2, 3] and target shape [4] are not broadcastable (dim -1: 3 vs 4)".
 std::string MakeBroadcastPlan(const std::vector<int64_t>& x_shape,
                               const std::vector<int64_t>& t_shape, BroadcastPlan* plan);
+
+// The same broadcast rule and message for shapes known before the run, where a dim < 0 is
+// unknown (it passes, and prints as "?"): "" when the known dims can broadcast.
+std::string CheckBroadcastable(const std::vector<int64_t>& x_shape,
+                               const std::vector<int64_t>& t_shape);
 
 // Runs fn(data, i) for every i in [0, n), in any order and on any threads, and returns when all
 // calls have returned. The ORT layer passes KernelContext_ParallelFor; tests pass serial or
@@ -93,11 +102,16 @@ uint16_t DoubleToHalf(double d);
 uint16_t DoubleToBFloat16(double d);
 
 // SIMD target selection. Targets: "avx3" (AVX-512 F/VL/DQ/BW), "avx2" (AVX2+FMA+F16C),
-// "scalar" (any x86-64). The best supported one is chosen at load; the environment variable
-// KLDIV_ONNX_ISA (one of the names) caps it, e.g. to test the AVX2 path on an AVX-512 machine.
+// "scalar" (any x86-64). The best supported one is active from the start.
+std::vector<std::string> KnownTargets();      // every name, best first: avx3, avx2, scalar
 std::vector<std::string> SupportedTargets();  // best first, always ends with "scalar"
 const char* ActiveTarget();
 bool SetTarget(const std::string& name);  // false if not supported here; for tests
+// Caps the choice: activates the best supported target at or below `cap` (one of
+// KnownTargets()), e.g. "avx2" to run the AVX2 path on an AVX-512 machine. Returns "" or, for
+// an unknown name, a message naming it and the known names (the active target is unchanged).
+// The ORT layer calls it with the value of KLDIV_ONNX_ISA.
+std::string CapTarget(const std::string& cap);
 
 }  // namespace kldiv
 

@@ -1,5 +1,6 @@
-// kldiv_kernels.h: internal interface between the driver (kldiv_core.cc) and the per-ISA loops
-// (kldiv_simd.cc: AVX-512 and AVX2 via Highway; kldiv_core.cc: the portable scalar fallback).
+// kldiv_kernels.h: internal interface between the driver (driver.cc), the target selection
+// (dispatch.cc) and the per-ISA loops (kldiv_simd.cc: AVX-512 and AVX2 via Highway;
+// scalar_kernels.cc: the portable fallback).
 #ifndef KLDIV_CORE_KLDIV_KERNELS_H_
 #define KLDIV_CORE_KLDIV_KERNELS_H_
 
@@ -25,6 +26,9 @@ struct Kernels {
 const Kernels* Avx3Kernels();
 const Kernels* Avx2Kernels();
 const Kernels* ScalarKernels();
+
+// The loops of the active target (dispatch.cc).
+const Kernels* ActiveKernels();
 
 }  // namespace detail
 }  // namespace kldiv

@@ -1,6 +1,6 @@
 // kldiv_simd.cc: the vectorised loops, compiled once per ISA with Highway's foreach_target
-// (GCC target attributes, so one binary carries AVX-512 and AVX2 code; kldiv_core.cc picks one
-// at load time with __builtin_cpu_supports; CPUs with neither use the scalar loops there).
+// (GCC target attributes, so one binary carries AVX-512 and AVX2 code; dispatch.cc picks one
+// at load time with __builtin_cpu_supports; CPUs with neither use scalar_kernels.cc).
 //
 // Why Highway (hwy/contrib/math, Debian's libhwy-dev, header-only here): measured on this
 // project's machine type (see shared notes), 16M float32 logs on one thread took 0.36 ns/element
@@ -13,7 +13,7 @@
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kldiv_simd.cc"
 // AVX-512 (F/VL/DQ/BW), AVX2 (+BMI2/FMA/F16C) and the static baseline, for which we compile
-// nothing (the portable loops in kldiv_core.cc serve it). Highway's SSE4 target emulates
+// nothing (the portable loops in scalar_kernels.cc serve it). Highway's SSE4 target emulates
 // float16 conversion without rounding or inf/NaN, so it is not used.
 #ifndef HWY_DISABLE_PCLMUL_AES
 #define HWY_DISABLE_PCLMUL_AES  // not used; keeps the dispatch check to the features we need
@@ -23,9 +23,12 @@
 #elif !defined(HWY_TARGETS)
 #define HWY_TARGETS HWY_STATIC_TARGET
 #endif
+// foreach_target.h must come first: not sorted.
+// clang-format off
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
 #include "hwy/contrib/math/math-inl.h"
+// clang-format on
 
 #include <cstdint>
 #include <cstring>
@@ -228,13 +231,15 @@ double Sum(const void* x, int64_t sx, const void* t, int64_t st, int64_t n) {
   return SumRun<kT, kLogTarget, 0, 0>(x, t, n);
 }
 
+#if HWY_TARGET == HWY_AVX3
+constexpr const char* kTargetName = "avx3";
+#else
+constexpr const char* kTargetName = "avx2";
+#endif
+
 const detail::Kernels* Table() {
   static const detail::Kernels table = {
-#if HWY_TARGET == HWY_AVX3
-      "avx3",
-#else
-      "avx2",
-#endif
+      kTargetName,
       {{Pointwise<DType::kFloat32, false>, Pointwise<DType::kFloat32, true>},
        {Pointwise<DType::kFloat16, false>, Pointwise<DType::kFloat16, true>},
        {Pointwise<DType::kBFloat16, false>, Pointwise<DType::kBFloat16, true>}},

@@ -1,4 +1,4 @@
-// kldiv_ops.h: the onnxruntime kernels of the kldiv_onnx domain (a thin layer over the core).
+// kldiv_ops.h: the kldiv_onnx custom-op domain (kldiv_ops.cc) and the C API version it needs.
 #ifndef KLDIV_ORT_KLDIV_OPS_H_
 #define KLDIV_ORT_KLDIV_OPS_H_
 

@@ -1,0 +1,99 @@
+// dispatch.cc: which loops run. The best target the CPU supports is active from the start;
+// CapTarget (called by the ORT layer with the KLDIV_ONNX_ISA value it read) and SetTarget (tests)
+// change it. The core reads no environment.
+#include <atomic>
+
+#include "kldiv_core.h"
+#include "kldiv_kernels.h"
+
+namespace kldiv {
+namespace {
+
+bool CpuHasAvx2() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  __builtin_cpu_init();  // idempotent; needed if we run before libgcc's constructor
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+         __builtin_cpu_supports("bmi") && __builtin_cpu_supports("bmi2") &&
+         __builtin_cpu_supports("f16c");
+#else
+  return false;
+#endif
+}
+
+bool CpuHasAvx3() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  return CpuHasAvx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw");
+#else
+  return false;
+#endif
+}
+
+// Every target this build knows, best first (whether or not this CPU supports it).
+constexpr const char* kKnownTargets[] = {"avx3", "avx2", "scalar"};
+
+std::vector<const detail::Kernels*> SupportedKernels() {
+  std::vector<const detail::Kernels*> result;
+  if (detail::Avx3Kernels() && CpuHasAvx3()) result.push_back(detail::Avx3Kernels());
+  if (detail::Avx2Kernels() && CpuHasAvx2()) result.push_back(detail::Avx2Kernels());
+  result.push_back(detail::ScalarKernels());
+  return result;
+}
+
+std::atomic<const detail::Kernels*>& ActiveSlot() {
+  static std::atomic<const detail::Kernels*> active{SupportedKernels().front()};
+  return active;
+}
+
+}  // namespace
+
+namespace detail {
+const Kernels* ActiveKernels() { return ActiveSlot().load(std::memory_order_acquire); }
+}  // namespace detail
+
+std::vector<std::string> KnownTargets() {
+  return std::vector<std::string>(std::begin(kKnownTargets), std::end(kKnownTargets));
+}
+
+std::vector<std::string> SupportedTargets() {
+  std::vector<std::string> names;
+  for (const auto* k : SupportedKernels()) names.emplace_back(k->name);
+  return names;
+}
+
+const char* ActiveTarget() { return detail::ActiveKernels()->name; }
+
+bool SetTarget(const std::string& name) {
+  for (const auto* k : SupportedKernels()) {
+    if (name == k->name) {
+      ActiveSlot().store(k, std::memory_order_release);
+      return true;
+    }
+  }
+  return false;
+}
+
+std::string CapTarget(const std::string& cap) {
+  std::size_t rank = 0;
+  while (rank < std::size(kKnownTargets) && cap != kKnownTargets[rank]) ++rank;
+  if (rank == std::size(kKnownTargets)) {
+    std::string allowed;
+    for (const char* name : kKnownTargets)
+      allowed += std::string(allowed.empty() ? "" : ", ") + name;
+    return "'" + cap + "' is not one of " + allowed;
+  }
+  // The best supported target at or below the cap (scalar is always supported).
+  for (const auto* k : SupportedKernels()) {
+    std::size_t k_rank = 0;
+    while (k_rank < std::size(kKnownTargets) && std::string(k->name) != kKnownTargets[k_rank]) {
+      ++k_rank;
+    }
+    if (k_rank >= rank) {
+      ActiveSlot().store(k, std::memory_order_release);
+      return "";
+    }
+  }
+  return "";  // unreachable: the scalar target is always supported
+}
+
+}  // namespace kldiv
