@@ -160,7 +160,7 @@ def _leaf_dtype(pa, t) -> np.dtype:  # noqa: ANN001
         raise ValueError(f"Parquet type {t} is not a numeric tensor type") from exc
 
 
-def _arrow_to_numpy(pa, array, name: str, where: Path) -> np.ndarray:  # noqa: ANN001
+def _arrow_to_numpy(pa, array, name: str, where: Path, first_row: int = 0) -> np.ndarray:  # noqa: ANN001
     """A (combined) Arrow array of scalars or (nested) lists → a numpy array (rows, *dims);
     ``ValueError`` for nulls or a ragged list column."""
     if array.null_count:
@@ -178,8 +178,8 @@ def _arrow_to_numpy(pa, array, name: str, where: Path) -> np.ndarray:  # noqa: A
             if lengths.size and np.any(lengths != lengths[0]):
                 bad = int(np.flatnonzero(lengths != lengths[0])[0])
                 raise ValueError(
-                    f"{where}: column {name!r} is ragged: row {bad} of a batch has "
-                    f"{int(lengths[bad])} values, row 0 has {int(lengths[0])}"
+                    f"{where}: column {name!r} is ragged: row {first_row + bad} has "
+                    f"{int(lengths[bad])} values, row {first_row} has {int(lengths[0])}"
                 )
             dims.append(int(lengths[0]) if lengths.size else 0)
             array = array.flatten()
@@ -228,7 +228,7 @@ class _ParquetShard:
         offset = int(self._starts[first])
         part = table.slice(start - offset, stop - start)  # type: ignore[attr-defined]
         return {
-            name: _arrow_to_numpy(pa, part.column(name).combine_chunks(), name, self.path)
+            name: _arrow_to_numpy(pa, part.column(name).combine_chunks(), name, self.path, start)
             for name in names
         }
 

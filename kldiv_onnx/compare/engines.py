@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -104,17 +105,11 @@ def _run_model(sess: Any, feeds: Mapping[str, np.ndarray], output: str, role: st
         ) from exc
 
 
-def _user_error(exc: BaseException) -> BaseException:
-    """The ``ValueError`` a worker raised, out of Ray's wrappers (which add a traceback)."""
-    seen = exc
-    for _ in range(10):
-        cause = getattr(seen, "cause", None) or seen.__cause__
-        if cause is None:
-            break
-        seen = cause
-        if type(seen) is ValueError:
-            return seen
-    return exc
+def _user_error(exc: BaseException) -> str | None:
+    """The message of the ``ValueError`` a Ray worker raised: Ray Data re-raises it as a
+    ``UserCodeException`` that keeps only the text of its traceback."""
+    match = re.search(r"^(?:\w+\.)*ValueError: (.+)$", str(exc), re.MULTILINE)
+    return match.group(1).strip() if match else None
 
 
 class Results:
@@ -268,6 +263,8 @@ def run_ray(
     local one (and stopping it afterwards) when Ray is not initialised yet.
     """
     ray = _ray()
+    ray_data_logger = logging.getLogger("ray.data")
+    level = ray_data_logger.level
     started = False
     if not ray.is_initialized():
         ray.init(
@@ -282,7 +279,8 @@ def run_ray(
         context.enable_progress_bars = False
         if hasattr(context, "print_on_execution_start"):
             context.print_on_execution_start = False
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        # a worker's error is raised here as one line: Ray Data's own report of it is noise
+        ray_data_logger.setLevel(logging.CRITICAL)
         plan = dataset.plan(job.batch_size, job.rows)
         if workers is None:
             workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
@@ -316,11 +314,12 @@ def run_ray(
                 for key in TIMERS:
                     results.timings[key] += float(block[key].sum())
         except Exception as exc:
-            error = _user_error(exc)
-            if error is exc:
+            message = _user_error(exc)
+            if message is None:
                 raise
-            raise ValueError(str(error)) from exc
+            raise ValueError(message) from None
     finally:
+        ray_data_logger.setLevel(level)
         if started:
             ray.shutdown()
     from .. import providers as _providers
