@@ -5,7 +5,8 @@ target             what it does
 =================  ===========================================================================
 ``onnxruntime``    fuse torch's KL subgraphs into ``kldiv_onnx`` nodes (function form: the
                    native kernel where it is registered, the body elsewhere)
-``openvino``       the same file: OpenVINO runs it through :mod:`kldiv_onnx.openvino`
+``openvino``       the same file: OpenVINO runs it through :mod:`kldiv_onnx.openvino` (read
+                   once with the registration where OpenVINO is installed)
 ``portable``       fused, then every function inlined: standard ops only (tract and any
                    runtime without an extension mechanism)
 ``cann``           fused, the ai.onnx opset brought down to 15 (the CANN graph mode takes
@@ -84,6 +85,8 @@ def prepare(model: ModelLike, target: str = "onnxruntime") -> Prepared:
         from ..portable import inline
 
         return Prepared(inline(out), target, count, {}, {}, None)
+    if target == "openvino":
+        _check_openvino(out)
     if target != "cann":
         return Prepared(out, target, count, {}, {}, None)
     from ..cann import check_placement
@@ -100,6 +103,18 @@ def prepare(model: ModelLike, target: str = "onnxruntime") -> Prepared:
         lowered.relabelled if lowered else {},
         report,
     )
+
+
+def _check_openvino(model: onnx.ModelProto) -> None:
+    """Read ``model`` with the registration where OpenVINO is installed: ``ValueError`` with
+    OpenVINO's reason (the node it could not convert) if it cannot."""
+    import importlib.util
+
+    if importlib.util.find_spec("openvino") is None:
+        return
+    from ..openvino import read_model
+
+    read_model(model)
 
 
 def _opset(model: onnx.ModelProto) -> int | None:
