@@ -363,23 +363,7 @@ def test_plot(case, tmp_path):
 
 
 def _main():
-    import importlib.util
-
     from kldiv_onnx.cli.main import main
-
-    if importlib.util.find_spec("kldiv_onnx.cli.compare") is None:  # TEMPORARY: the draft
-        from kldiv_onnx import cli_compare_draft
-        from kldiv_onnx.cli.common import Parser, UsageError
-
-        def main(argv):
-            parser = Parser(prog="kldiv-onnx")
-            cli_compare_draft.register(parser.add_subparsers(dest="command", parser_class=Parser))
-            try:
-                args = parser.parse_args(argv)
-                return args.func(args)
-            except (UsageError, FileNotFoundError) as exc:
-                print(f"kldiv-onnx: error: {exc}", file=sys.stderr)
-                return 2
 
     return main
 
