@@ -1,11 +1,13 @@
 """Cross-runtime validation: every runtime at hand against the float64 reference.
 
 For an op configuration (reduction, log_target, dtype, shapes) the runtimes are the float64
-numpy reference (the truth), ``onnx.reference`` on the inlined model, onnxruntime with the
-composite body, onnxruntime with the fused kernel (when the native library is built),
-PyTorch eager (when installed) and MindSpore (when installed; ``ops.kl_div`` runs only equal
-shapes with ``log_target=False`` and float16/float32: other cases are reported
-"not supported", never as agreeing).
+numpy reference (the truth), then every ONNX runtime adapter of :mod:`kldiv_onnx.runtimes`:
+``onnx.reference`` on the inlined model, onnxruntime with the composite body, onnxruntime with
+the fused kernel (when the native library is built), OpenVINO through the registration and
+tract on the inlined file (each "not available" when not installed; "not supported" for a
+dtype it lacks, never counted as agreeing); then PyTorch eager (when installed) and MindSpore (when
+installed; ``ops.kl_div`` runs only equal shapes with ``log_target=False`` and
+float16/float32: other cases are reported "not supported", never as agreeing).
 
 For a model file the baseline is ``onnx.reference`` (the ONNX specification's evaluator) on
 the inlined model, and every other ONNX runtime is compared with it, output by output. A
@@ -17,6 +19,7 @@ Tolerances: :mod:`kldiv_onnx.tolerance`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -31,7 +34,6 @@ import onnx
 import onnx.inliner
 import onnx.reference
 
-from .. import native, runtime
 from .._contract import DOMAIN, DTYPES, ONNX_TYPE_NAMES, Variant, dtype_name, variant_of
 from ..arrays import from_torch, to_torch
 from ..export import build_model
@@ -39,6 +41,7 @@ from ..graph import rename_values
 from ..model_io import ModelLike, load_model, write_bytes
 from ..reference import kl_div as reference_kl_div
 from ..reference import sample, sample_inputs
+from ..runtimes import OnnxReference, runtimes
 from ..tolerance import model_tolerance, tolerance
 
 OK, FAIL, ERROR, UNSUPPORTED, UNAVAILABLE, REFERENCE = (
@@ -150,29 +153,35 @@ def compare(
 
 
 def _onnx_reference(model: onnx.ModelProto) -> Callable[[Mapping[str, np.ndarray]], list]:
-    inlined = onnx.inliner.inline_local_functions(model)
-    evaluator = onnx.reference.ReferenceEvaluator(inlined)
-    return lambda feeds: evaluator.run(None, dict(feeds))
+    return OnnxReference().load(model)
 
 
-def _ort(model: onnx.ModelProto, fused: bool) -> Callable[[Mapping[str, np.ndarray]], list]:
-    sess = runtime.session(model, providers=["CPUExecutionProvider"], fused=fused)
-    return lambda feeds: runtime.run(sess, feeds)
-
-
-def onnx_runtimes(model: onnx.ModelProto) -> list[tuple[str, Callable | None, str]]:
-    """(name, run(feeds) → outputs or None, note) for every ONNX runtime."""
-    uses_kldiv = any(n.domain == DOMAIN for n in model.graph.node)
-    rows: list[tuple[str, Callable | None, str]] = [
-        ("onnx.reference (inlined)", lambda: _onnx_reference(model), ""),
-        ("onnxruntime composite", lambda: _ort(model, False), ""),
-    ]
-    if not uses_kldiv:
-        rows.append(("onnxruntime fused", None, "no KLDivLoss node"))
-    elif native.available():
-        rows.append(("onnxruntime fused", lambda: _ort(model, True), ""))
-    else:
-        rows.append(("onnxruntime fused", None, "native library not built"))
+def onnx_runtime_rows(
+    model: onnx.ModelProto,
+    feeds: Mapping[str, np.ndarray],
+    refs: Sequence[np.ndarray],
+    tols: Sequence[np.ndarray],
+    np_dtype: np.dtype,
+    *,
+    baseline: bool = True,
+) -> list[Row]:
+    """One row per ONNX runtime adapter (:mod:`kldiv_onnx.runtimes`): "not available" with
+    the reason (e.g. "tract not installed"), "not supported" for a model it cannot run (e.g.
+    bfloat16 on tract), else its comparison. ``baseline=False`` leaves out onnx.reference."""
+    rows = []
+    for adapter in runtimes():
+        if not baseline and isinstance(adapter, OnnxReference):
+            continue
+        reason = adapter.unavailable()
+        if reason is not None:
+            rows.append(Row(adapter.name, UNAVAILABLE, note=reason))
+            continue
+        reason = adapter.unsupported(model)
+        if reason is not None:
+            rows.append(Row(adapter.name, UNSUPPORTED, note=reason))
+            continue
+        make = functools.partial(adapter.load, model)
+        rows.append(_run_row(adapter.name, make, "", feeds, refs, tols, np_dtype))
     return rows
 
 
@@ -274,8 +283,7 @@ def validate_op(
     tol = tolerance(x, t, variant, ref)
     report.rows.append(Row("numpy float64", REFERENCE, note="the reference"))
     feeds = {"input": x, "target": t}
-    for label, make, note in onnx_runtimes(model):
-        report.rows.append(_run_row(label, make, note, feeds, [ref], [tol], np_dtype))
+    report.rows += onnx_runtime_rows(model, feeds, [ref], [tol], np_dtype)
     optional: list[tuple[str, str, Callable, str | None]] = [
         ("PyTorch eager", "torch", _torch_run, None),
         (
@@ -431,8 +439,7 @@ def validate_model(
     refs = [b.astype(np.float64) for b in baseline]
     tols = [model_tolerance(b, rtol) for b in baseline]
     report.rows.append(Row("onnx.reference (inlined)", REFERENCE, note="the baseline"))
-    for label, make, note in onnx_runtimes(proto)[1:]:
-        report.rows.append(_run_row(label, make, note, feeds, refs, tols, np_dtype))
+    report.rows += onnx_runtime_rows(proto, feeds, refs, tols, np_dtype, baseline=False)
     for label in ("PyTorch eager", "MindSpore"):
         report.rows.append(Row(label, UNSUPPORTED, note="runs single-KLDivLoss models only"))
     return report
