@@ -9,14 +9,14 @@ import sys
 from collections.abc import Sequence
 
 from .._version import __version__
-from . import bench, cann, compare, core, interop
+from . import bench, cann, compare, core, interop, runtimes
 from .common import Parser, UsageError
 
 DESCRIPTION = (
     "MindSpore's KLDivLoss for ONNX: export it, run it (native fused kernel or its ONNX "
     "function body), embed it in models, validate runtimes against a float64 reference."
 )
-SUBCOMMANDS = (core, interop, cann, bench, compare)
+SUBCOMMANDS = (core, interop, runtimes, cann, bench, compare)
 """Modules adding subcommands through ``register(subparsers)``, in help order."""
 
 
