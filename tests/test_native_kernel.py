@@ -16,6 +16,7 @@ from pathlib import Path
 
 import ml_dtypes
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 from hypothesis import given, settings
@@ -371,6 +372,56 @@ def test_mismatched_dtypes_fail_at_load():
 def test_bad_attributes_fail_at_creation(attrs, message):
     with pytest.raises(Exception, match=f"KLDivLoss \\(node 'n0'\\).*{message}"):
         session(make_model(GENERIC_OP, attrs=attrs))
+
+
+def raw_attribute_model(op, attributes):
+    """A one-node model whose node carries the given AttributeProtos as they are."""
+    model = onnx.load_from_string(make_model(op))
+    model.graph.node[0].attribute.extend(attributes)
+    return model
+
+
+_SUBGRAPH = helper.make_graph([], "empty", [], [])
+# (attributes, message the kernel gives): wrong types, NUL bytes, invalid UTF-8.
+BAD_ATTRIBUTES = {
+    "reduction INTS": ([helper.make_attribute("reduction", [1])], "'reduction' must be a string"),
+    "reduction STRINGS": ([helper.make_attribute("reduction", ["sum"])], "another type"),
+    "reduction TENSOR": (
+        [helper.make_attribute("reduction", helper.make_tensor("v", TensorProto.FLOAT, [1], [1]))],
+        "got TENSOR",
+    ),
+    "reduction FLOATS": ([helper.make_attribute("reduction", [1.5])], "got FLOATS [1.5]"),
+    "reduction GRAPH": ([helper.make_attribute("reduction", _SUBGRAPH)], "another type"),
+    "reduction INT": ([helper.make_attribute("reduction", 1)], "got INT 1"),
+    "reduction NUL": (
+        [helper.make_attribute("reduction", b"sum\0junk")],
+        "'reduction' contains a NUL byte: b'sum\\x00junk'",
+    ),
+    "reduction trailing NUL": ([helper.make_attribute("reduction", b"sum\0")], "NUL byte"),
+    "reduction not UTF-8": (
+        [helper.make_attribute("reduction", b"s\xffum")],
+        "'reduction' is not valid UTF-8: b's\\xffum'",
+    ),
+    "reduction empty": ([helper.make_attribute("reduction", b"")], "reduction='' is not one of"),
+    "log_target FLOAT": ([helper.make_attribute("log_target", 1.0)], "got FLOAT 1.0"),
+    "log_target INTS": ([helper.make_attribute("log_target", [1])], "got INTS [1]"),
+    "log_target STRING": ([helper.make_attribute("log_target", "1")], "got STRING b'1'"),
+    "log_target STRINGS": ([helper.make_attribute("log_target", ["1"])], "another type"),
+    "log_target empty INTS": (
+        [helper.make_attribute("log_target", [], attr_type=onnx.AttributeProto.INTS)],
+        "another type",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_ATTRIBUTES))
+def test_attribute_of_wrong_type_or_bytes_fails_at_creation(case):
+    """Not read as absent (the default) nor cut at a NUL: an error naming the attribute."""
+    attributes, message = BAD_ATTRIBUTES[case]
+    name = attributes[0].name
+    with pytest.raises(Exception, match=f"KLDivLoss \\(node 'n0'\\): attribute '?{name}") as info:
+        session(raw_attribute_model(GENERIC_OP, attributes).SerializeToString())
+    assert message in str(info.value)
 
 
 @pytest.mark.parametrize(
