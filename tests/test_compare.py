@@ -136,6 +136,21 @@ def test_probs_with_zeros(tmp_path):
     assert report.nan_samples == 0 and report.kl["max"] == math.inf
 
 
+def test_probs_nan_where_the_base_is_zero_counts(tmp_path):
+    p = np.array([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5], [0.25, 0.25, 0.5]], np.float32)
+    np.savez(tmp_path / "p.npz", x=p)
+    offset = np.zeros_like(p)
+    offset[0, 2] = np.nan
+    report = compare(
+        helper_identity_model(),
+        helper_identity_model(offset),
+        tmp_path / "p.npz",
+        kind="probs",
+        batch_size=3,
+    )
+    assert report.nan_indices == [0] and report.nan_samples == 1
+
+
 def helper_identity_model(offset: np.ndarray | None = None) -> onnx.ModelProto:
     """y = x (+ a constant per row position: three rows)."""
     from onnx import TensorProto, helper, numpy_helper

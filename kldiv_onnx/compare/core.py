@@ -125,7 +125,7 @@ def compare(
                 "multiple of it"
             )
         job = Job(
-            data=os.fspath(data),
+            data=os.path.abspath(data),  # Ray workers need not share the working directory
             rows=rows,
             batch_size=batch_size,
             base=base_info.data,

@@ -7,6 +7,7 @@ divergence in float64 and whether the top-1 classes agree:
     log P = LogSoftmax(base / T) (kind 'logits'), base ('log-probs'), Log(base) ('probs')
     terms = kldiv_onnx.KLDivLoss_none_logtarget(input=log Q, target=log P)  # P (log P − log Q)
     terms = Where(log P == -inf, 0, terms)          # the limit 0·log 0 = 0, not exp(-inf)·inf
+                                                    # (unless log Q is NaN)
     kl    = ReduceSum(Cast(terms, double), axis=-1) # float32 math, float64 accumulation
     agree = Equal(ArgMax(base), ArgMax(candidate))
 
@@ -273,7 +274,20 @@ def kl_model(kind: str, temperature: float, opset: int = DEFAULT_OPSET) -> onnx.
             name="kldiv",
         ),
         helper.make_node("Equal", [logs["base"], "minus_inf"], ["base_zero"]),
-        helper.make_node("Where", ["base_zero", "zero", "terms_raw"], ["terms"]),
+    ]
+    if kind != "logits":  # a NaN of the candidate where P = 0 is not masked (log-softmax
+        # spreads a NaN over its whole row, so logits need no check)
+        nodes += [
+            helper.make_node("IsNaN", [logs["candidate"]], ["candidate_nan"]),
+            helper.make_node("Not", ["candidate_nan"], ["candidate_number"]),
+            helper.make_node("And", ["base_zero", "candidate_number"], ["masked"]),
+        ]
+    nodes += [
+        helper.make_node(
+            "Where",
+            ["masked" if kind != "logits" else "base_zero", "zero", "terms_raw"],
+            ["terms"],
+        ),
         helper.make_node("Cast", ["terms"], ["terms64"], to=TensorProto.DOUBLE),
         helper.make_node("ReduceSum", ["terms64", "last_axis"], ["kl"], keepdims=0),
         helper.make_node("ArgMax", ["base"], ["base_top"], axis=-1, keepdims=0),
