@@ -125,21 +125,65 @@ def reference_ops() -> list[type]:
     :func:`kl_div` and rounded to the input's dtype: ``ReferenceEvaluator(model,
     new_ops=reference_ops())`` then runs a node without inlining its function, and the generic
     ``KLDivLoss`` (attributes ``reduction``, ``log_target``), which has no function body."""
+    from onnx import AttributeProto
     from onnx.reference.op_run import OpRun  # onnx.reference is heavy: only when asked
+
+    from ._contract import REDUCTIONS
 
     class _KLDivLoss(OpRun):
         op_domain = DOMAIN
         fixed: tuple[str, bool] | None = None
 
-        def _run(self, input, target, reduction=None, log_target=None):  # noqa: ANN001
-            if self.fixed is not None:
-                reduction, log_target = self.fixed
-            reduction = "mean" if reduction is None else reduction
-            if isinstance(reduction, bytes):
-                reduction = reduction.decode()
-            if log_target not in (None, 0, 1):
-                raise ValueError(f"{GENERIC_OP}: log_target must be 0 or 1, got {log_target!r}")
-            out = kl_div(input, target, reduction, bool(log_target))
+        def _config(self) -> tuple[str, bool]:
+            """(reduction, log_target) from the node's attributes, checked as the native kernel
+            checks them: a wrong type, a NUL byte, invalid UTF-8, an unknown value or, on a
+            variant, a value contradicting the op name is a ValueError naming the attribute."""
+            reduction, log_target = self.fixed or ("mean", False)
+            name = type(self).__name__
+            for attr in self.onnx_node.attribute:
+                kind = AttributeProto.AttributeType.Name(attr.type)
+                if attr.name == "reduction":
+                    if attr.type != AttributeProto.STRING:
+                        raise ValueError(
+                            f"{name}: attribute 'reduction' must be a string (one of "
+                            f"{', '.join(REDUCTIONS)}), got {kind}"
+                        )
+                    if b"\0" in attr.s:
+                        raise ValueError(
+                            f"{name}: attribute 'reduction' contains a NUL byte: {attr.s!r}"
+                        )
+                    try:
+                        value = attr.s.decode("utf-8")
+                    except UnicodeDecodeError:
+                        raise ValueError(
+                            f"{name}: attribute 'reduction' is not valid UTF-8: {attr.s!r}"
+                        ) from None
+                    if value not in REDUCTIONS:
+                        raise ValueError(
+                            f"{name}: attribute reduction={value!r} is not one of {REDUCTIONS}"
+                        )
+                    if self.fixed is not None and value != self.fixed[0]:
+                        raise ValueError(
+                            f"{name}: attribute reduction={value!r} contradicts the op name"
+                        )
+                    reduction = value
+                elif attr.name == "log_target":
+                    if attr.type != AttributeProto.INT:
+                        raise ValueError(
+                            f"{name}: attribute 'log_target' must be an int (0 or 1), got {kind}"
+                        )
+                    if attr.i not in (0, 1):
+                        raise ValueError(f"{name}: attribute log_target={attr.i} must be 0 or 1")
+                    if self.fixed is not None and bool(attr.i) != self.fixed[1]:
+                        raise ValueError(
+                            f"{name}: attribute log_target={attr.i} contradicts the op name"
+                        )
+                    log_target = bool(attr.i)
+            return reduction, log_target
+
+        def _run(self, input, target, **_attributes):  # noqa: ANN001
+            reduction, log_target = self._config()
+            out = kl_div(input, target, reduction, log_target)
             return (out.astype(np.asarray(input).dtype),)
 
     ops: list[type] = [type(GENERIC_OP, (_KLDivLoss,), {})]

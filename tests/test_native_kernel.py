@@ -424,6 +424,43 @@ def test_attribute_of_wrong_type_or_bytes_fails_at_creation(case):
     assert message in str(info.value)
 
 
+GOOD_ATTRIBUTES = {
+    "none": [],
+    "sum": [helper.make_attribute("reduction", "sum")],
+    "batchmean log_target": [
+        helper.make_attribute("reduction", "batchmean"),
+        helper.make_attribute("log_target", 1),
+    ],
+    "log_target 0": [helper.make_attribute("log_target", 0)],
+    "log_target 2": [helper.make_attribute("log_target", 2)],
+    "reduction avg": [helper.make_attribute("reduction", "avg")],
+}
+
+
+@pytest.mark.parametrize("op", [GENERIC_OP, "KLDivLoss_sum", "KLDivLoss_batchmean_logtarget"])
+@pytest.mark.parametrize("case", [*BAD_ATTRIBUTES, *GOOD_ATTRIBUTES])
+def test_reference_ops_agree_with_the_kernel_on_attributes(op, case):
+    """reference_ops() refuses exactly what the kernel refuses, and computes the same loss."""
+    from onnx.reference import ReferenceEvaluator
+
+    from kldiv_onnx.reference import reference_ops
+
+    attributes = BAD_ATTRIBUTES[case][0] if case in BAD_ATTRIBUTES else GOOD_ATTRIBUTES[case]
+    model = raw_attribute_model(op, attributes)
+    x, t = sample((3, 4), (3, 4), op.endswith("_logtarget"), "float32")
+    try:
+        got = run(session(model.SerializeToString()), x, t, ())
+    except Exception:  # any refusal
+        got = None
+    try:
+        want = ReferenceEvaluator(model, new_ops=reference_ops()).run(None, {"x": x, "t": t})[0]
+    except ValueError:
+        want = None
+    assert (got is None) == (want is None), (got, want)
+    if got is not None:
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
 @pytest.mark.parametrize(
     ("op", "attrs", "message"),
     [
