@@ -20,7 +20,7 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 extras="cpu"
-[ "$purpose" = test ] && extras="cpu,test,mindspore,bench,ray"
+[ "$purpose" = test ] && extras="cpu,test,mindspore,bench,ray,openvino,tract"
 if [ "$purpose" = test ]; then
   # torch first, pinned: its CPU build lies on this machine's disk (a bare 'torch' pulls CUDA).
   .venv/bin/python -m pip install -q torch==2.13.0
