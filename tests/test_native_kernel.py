@@ -151,12 +151,95 @@ def test_library_is_found():
 
 
 @pytest.mark.skipif(shutil.which("nm") is None, reason="nm (binutils) not installed")
-def test_only_register_custom_ops_is_exported():
+def test_only_the_entry_points_are_exported():
+    """RegisterCustomOps for onnxruntime, KLDivOnnxActiveTarget for the doctor; nothing else."""
     out = subprocess.run(
         ["nm", "-D", "--defined-only", library_path()], capture_output=True, text=True, check=True
     ).stdout
     symbols = {line.split()[-1] for line in out.splitlines() if line.strip()}
-    assert symbols == {"RegisterCustomOps"}
+    assert symbols == {"RegisterCustomOps", "KLDivOnnxActiveTarget"}
+
+
+def _python(code, *args, env=None, cwd=None):
+    """Runs `code` in a fresh interpreter (the SIMD choice and the library are per process);
+    `env` entries set to None are removed from the environment."""
+    environment = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in environment.items() if v is not None},
+        cwd=cwd,
+        check=False,
+    )
+
+
+_ACTIVE_TARGET = """
+import ctypes, sys
+lib = ctypes.CDLL(sys.argv[1])
+lib.KLDivOnnxActiveTarget.restype = ctypes.c_char_p
+print(lib.KLDivOnnxActiveTarget().decode())
+"""
+
+
+@pytest.mark.parametrize("isa", [None, "avx3", "avx2", "scalar", "sse9"])
+def test_active_target_is_readable_with_ctypes(isa):
+    proc = _python(_ACTIVE_TARGET, library_path(), env={"KLDIV_ONNX_ISA": isa})
+    assert proc.returncode == 0, proc.stderr
+    target = proc.stdout.strip()
+    if isa == "sse9":
+        assert target == "error: kldiv_onnx: KLDIV_ONNX_ISA='sse9' is not one of avx3, avx2, scalar"
+    elif isa == "scalar":
+        assert target == "scalar"
+    else:
+        assert target in ("avx3", "avx2", "scalar")
+        if isa == "avx2":
+            assert target != "avx3"
+
+
+def test_unknown_isa_value_fails_registration():
+    code = (
+        "import onnxruntime as ort, sys\n"
+        "ort.SessionOptions().register_custom_ops_library(sys.argv[1])\n"
+    )
+    proc = _python(code, library_path(), env={"KLDIV_ONNX_ISA": "sse9"})
+    assert proc.returncode != 0
+    assert "KLDIV_ONNX_ISA='sse9' is not one of avx3, avx2, scalar" in proc.stderr
+
+
+_BUILD_AND_DROP = """
+import sys
+import numpy as np, onnxruntime as ort
+lib, model_path, cycles = sys.argv[1], sys.argv[2], int(sys.argv[3])
+model = open(model_path, "rb").read()
+x, t = np.full(4, -1.0, np.float32), np.full(4, 0.5, np.float32)
+def rss_kib():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS"):
+            return int(line.split()[1])
+def cycle():
+    options = ort.SessionOptions()
+    options.register_custom_ops_library(lib)
+    ort.InferenceSession(model, options, providers=["CPUExecutionProvider"]).run(
+        None, {"x": x, "t": t})
+for _ in range(50):
+    cycle()
+before = rss_kib()
+for _ in range(cycles):
+    cycle()
+print((rss_kib() - before) / cycles)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs /proc (Linux)")
+def test_building_and_dropping_sessions_does_not_leak(tmp_path):
+    """onnxruntime unloads the library with the last session using it; it stays resident (and
+    registration allocates nothing new), so 1,000 build-and-drop cycles grow RSS < 8 KiB each."""
+    model = tmp_path / "m.onnx"
+    model.write_bytes(make_model("KLDivLoss_sum"))
+    proc = _python(_BUILD_AND_DROP, library_path(), model, 1000)
+    assert proc.returncode == 0, proc.stderr
+    assert float(proc.stdout) < 8.0, f"{proc.stdout.strip()} KiB per cycle"
 
 
 def test_api_version_mirrors_the_library_source():

@@ -1,4 +1,4 @@
-// register.cc: the library's only exported symbol. Also the one place that reads the
+// register.cc: the library's exported symbols (exports.map). Also the one place that reads the
 // environment: KLDIV_ONNX_ISA caps the core's SIMD target (the core reads no environment).
 #include <cstdlib>
 #include <exception>
@@ -11,13 +11,18 @@
 
 namespace {
 
-// Applies KLDIV_ONNX_ISA once per process, at the first registration. An unknown value is
-// ignored (the best target stays).
-void ApplyIsaEnvironment() {
+// Applies KLDIV_ONNX_ISA once per process (the library stays loaded: -z nodelete). Returns ""
+// or, for a value that names no target, the message every registration then fails with.
+const std::string& IsaEnvironmentError() {
   static std::once_flag once;
+  static std::string error;
   std::call_once(once, [] {
-    if (const char* cap = std::getenv("KLDIV_ONNX_ISA")) kldiv::CapTarget(cap);
+    const char* cap = std::getenv("KLDIV_ONNX_ISA");
+    if (cap == nullptr || *cap == '\0') return;
+    const std::string message = kldiv::CapTarget(cap);
+    if (!message.empty()) error = "kldiv_onnx: KLDIV_ONNX_ISA=" + message;
   });
+  return error;
 }
 
 }  // namespace
@@ -26,6 +31,11 @@ extern "C" {
 
 __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL
 RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base);
+
+// The SIMD path the kernels run: "avx3", "avx2" or "scalar" (after KLDIV_ONNX_ISA), or, when
+// KLDIV_ONNX_ISA names no target, "error: " and the message registration fails with. The
+// string is static; call from any thread.
+__attribute__((visibility("default"))) const char* KLDivOnnxActiveTarget(void);
 
 OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
   using kldiv::ort::kOrtApiVersion;
@@ -38,7 +48,8 @@ OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOptions* options, const OrtA
   }
   Ort::InitApi(api);
   try {
-    ApplyIsaEnvironment();
+    const std::string& isa_error = IsaEnvironmentError();
+    if (!isa_error.empty()) return api->CreateStatus(ORT_INVALID_ARGUMENT, isa_error.c_str());
     OrtStatus* error = nullptr;
     OrtCustomOpDomain* domain = kldiv::ort::GetDomain(*api, &error);
     if (domain == nullptr) return error;
@@ -47,6 +58,15 @@ OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOptions* options, const OrtA
     return api->CreateStatus(ORT_FAIL, (std::string("kldiv_onnx: ") + e.what()).c_str());
   } catch (...) {
     return api->CreateStatus(ORT_FAIL, "kldiv_onnx: unknown error while registering ops");
+  }
+}
+
+const char* KLDivOnnxActiveTarget(void) {
+  try {
+    static const std::string error_text = "error: " + IsaEnvironmentError();
+    return IsaEnvironmentError().empty() ? kldiv::ActiveTarget() : error_text.c_str();
+  } catch (...) {
+    return "error: unknown";
   }
 }
 
