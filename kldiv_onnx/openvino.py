@@ -16,11 +16,15 @@ of :mod:`kldiv_onnx.reference`:
 The nine variants take no attributes; the generic ``KLDivLoss`` reads ``reduction`` (string,
 default ``'mean'``) and ``log_target`` (int 0/1, default 0).
 
-bfloat16 on a CPU without native bfloat16 (AVX-512F only, no AVX512_BF16/AMX, as here):
-OpenVINO 2026.4 reads bfloat16 model inputs and outputs; the loss is computed in float32 inside
-(the converter's casts) and rounded to bfloat16 once, so bfloat16 files agree with the float64
-reference within one bfloat16 rounding. :func:`compile_model` pins ``INFERENCE_PRECISION_HINT`` to
-float32 so that a CPU with native bfloat16 does not lower the float32 math on its own.
+bfloat16 (measured with OpenVINO 2026.4.1 on an AVX-512F Xeon without AVX512_BF16 or AMX, the
+CPU plugin's default ``INFERENCE_PRECISION_HINT`` there being f32): OpenVINO reads bfloat16
+model inputs and outputs and keeps them bfloat16 only at the graph's edges (its runtime model
+shows bf16 on the Input/Output layers and the conversions beside them); the converters' float32
+casts put every Eltwise and Reduce layer in f32, and the result is rounded to bfloat16 once, so
+bfloat16 files agree with the float64 reference within one bfloat16 rounding (0.5 ULP in
+``kldiv-onnx validate``). A bf16 precision hint is accepted there but the kernels stay f32 (no
+native bfloat16); on CPUs with native bfloat16 it would lower float32 math, so
+:func:`compiled` pins the hint to f32.
 """
 
 from __future__ import annotations
@@ -166,26 +170,33 @@ def _first_line(exc: BaseException) -> str:
     return (rest or lines or [type(exc).__name__])[0]
 
 
+def compiled(model: ModelLike, device: str = "CPU", ov_core: Any = None) -> Any:
+    """``model`` compiled on ``device`` with the float32 inference precision (an
+    ``openvino.CompiledModel``)."""
+    ov_core = ov_core if ov_core is not None else core()
+    return ov_core.compile_model(
+        read_model(model, ov_core), device, {"INFERENCE_PRECISION_HINT": "f32"}
+    )
+
+
 def compile_model(
     model: ModelLike, device: str = "CPU", ov_core: Any = None
 ) -> Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]:
-    """Compile ``model`` on ``device`` (float32 inference precision) and return
-    ``run(feeds) -> outputs``: feeds by input name, bfloat16 arrays included."""
-    ov_core = ov_core if ov_core is not None else core()
-    compiled = ov_core.compile_model(
-        read_model(model, ov_core), device, {"INFERENCE_PRECISION_HINT": "f32"}
-    )
-    names = [port.get_any_name() for port in compiled.inputs]
+    """Compile ``model`` (:func:`compiled`) and return ``run(feeds) -> outputs``: feeds by
+    input name, bfloat16 arrays included."""
+    model_on_device = compiled(model, device, ov_core)
+    names = [port.get_any_name() for port in model_on_device.inputs]
 
     def run(feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         missing = [n for n in names if n not in feeds]
         if missing:
             raise ValueError(f"no value given for model inputs {missing}")
-        request = compiled.create_infer_request()
+        request = model_on_device.create_infer_request()
         for i, name in enumerate(names):
             request.set_input_tensor(i, _to_tensor(np.asarray(feeds[name])))
         request.infer()
-        return [_from_tensor(request.get_output_tensor(i)) for i in range(len(compiled.outputs))]
+        count = len(model_on_device.outputs)
+        return [_from_tensor(request.get_output_tensor(i)) for i in range(count)]
 
     return run
 

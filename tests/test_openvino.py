@@ -117,3 +117,43 @@ def test_model_files_of_embed_distill_fuse(core, case):
     if case == "fuse":
         pytest.importorskip("torch")
     check_model_file(_runner(core), model_cases()[case])
+
+
+def _layers(model: onnx.ModelProto, core) -> list[tuple[str, str]]:
+    runtime_model = kov.compiled(model, ov_core=core).get_runtime_model()
+    layers = []
+    for op in runtime_model.get_ops():
+        info = op.get_rt_info()
+        layers.append((info["layerType"].astype(str), info["runtimePrecision"].astype(str)))
+    return layers
+
+
+def test_bfloat16_stays_at_the_edges_and_the_math_runs_in_float32(core):
+    """What OpenVINO's CPU plugin makes of a bfloat16 file: bf16 Input/Output layers, f32
+    arithmetic and reductions (the converters' casts; compiled() pins the f32 hint)."""
+    layers = _layers(build_model("batchmean", False, "bfloat16", [8, 10], [8, 10]), core)
+    kinds = {kind: precision for kind, precision in layers}
+    assert kinds["Input"] == kinds["Output"] == "bf16"
+    math = [p for kind, p in layers if kind in ("Eltwise", "Reduce", "Divide", "Multiply")]
+    assert math and set(math) == {"f32"}, layers
+    assert kov.compiled(build_model(), ov_core=core).get_property("INFERENCE_PRECISION_HINT") == (
+        ov.Type.f32
+    )
+
+
+def test_prepare_for_openvino_reads_the_file_and_names_what_it_cannot_convert():
+    from kldiv_onnx.prepare import prepare
+
+    assert prepare(build_model("sum"), "openvino").ok
+    node = helper.make_node("Frob", ["input"], ["loss"], name="frob", domain="my.ops")
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("loss", TensorProto.FLOAT, [2])],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 15), helper.make_opsetid("my.ops", 1)]
+    )
+    with pytest.raises(ValueError, match=r"my\.ops\.Frob"):
+        prepare(model, "openvino")

@@ -64,6 +64,20 @@ def graph_input_names(model: onnx.ModelProto) -> list[str]:
     return [i.name for i in model.graph.input if i.name not in initializers]
 
 
+def bodyless_kldiv(model: onnx.ModelProto) -> str | None:
+    """The reason a runtime that runs function bodies cannot run ``model``: a ``kldiv_onnx``
+    node with no model-local function (the generic op), or None."""
+    from .._contract import DOMAIN, GENERIC_OP
+
+    local = {(f.domain, f.name) for f in model.functions}
+    for node in model.graph.node:
+        if node.domain == DOMAIN and (node.domain, node.op_type) not in local:
+            if node.op_type == GENERIC_OP:
+                return f"the generic {GENERIC_OP} has no function body"
+            return f"{node.op_type} has no function in the model"
+    return None
+
+
 def elem_types(model: onnx.ModelProto) -> set[int]:
     """Element types of the graph's inputs, outputs and initializers."""
     graph = model.graph

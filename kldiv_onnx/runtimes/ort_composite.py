@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import onnx
 
-from .base import Runner, Runtime
+from .base import Runner, Runtime, bodyless_kldiv
 
 
 class OrtComposite(Runtime):
     name = "onnxruntime composite"
     module = "onnxruntime"
     distribution = "onnxruntime"
+
+    def unsupported(self, model: onnx.ModelProto) -> str | None:
+        return bodyless_kldiv(model)
 
     def load(self, model: onnx.ModelProto) -> Runner:
         from .. import runtime

@@ -12,8 +12,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from .._contract import DOMAIN, GENERIC_OP
-from .base import Runner, Runtime, elem_types, graph_input_names
+from .base import Runner, Runtime, bodyless_kldiv, elem_types, graph_input_names
 
 
 class Tract(Runtime):
@@ -24,9 +23,7 @@ class Tract(Runtime):
     def unsupported(self, model: onnx.ModelProto) -> str | None:
         if TensorProto.BFLOAT16 in elem_types(model):
             return "tract has no bfloat16"
-        if any(n.domain == DOMAIN and n.op_type == GENERIC_OP for n in model.graph.node):
-            return f"the generic {GENERIC_OP} has no function body to inline"
-        return None
+        return bodyless_kldiv(model)
 
     def load(self, model: onnx.ModelProto) -> Runner:
         import tract
