@@ -199,6 +199,8 @@ def test_kl_model_uses_the_project_op():
     ops = {(n.domain, n.op_type) for n in model.graph.node}
     assert ("kldiv_onnx", "KLDivLoss_none_logtarget") in ops
     assert [f.name for f in model.functions] == ["KLDivLoss_none_logtarget"]
+    masked = {n.op_type for n in kl_model("probs", 1.0, masked=True).graph.node}
+    assert {"Where", "IsNaN"} <= masked and "Where" not in {n.op_type for n in model.graph.node}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from .. import native, runtime
 from .core import compare
-from .models import kl_model
+from .models import kl_model, needs_mask
 
 
 def _median_time(fn: Any, repeats: int) -> float:
@@ -67,9 +67,14 @@ def kl_stage(
                 candidate.sum()
 
             def kl(
-                base: np.ndarray = base, candidate: np.ndarray = candidate, sess: Any = sess
-            ) -> None:
+                base: np.ndarray = base,
+                candidate: np.ndarray = candidate,
+                sess: Any = sess,
+                kind: str = kind,
+            ) -> None:  # as BatchRunner: the mask check, the KL model, top-1
+                needs_mask(kind, 1.0, base)
                 runtime.run(sess, {"base": base, "candidate": candidate})
+                _ = base.argmax(axis=-1) == candidate.argmax(axis=-1)
 
             read_s = _median_time(read, repeats)
             kl_s = _median_time(kl, repeats)

@@ -22,6 +22,7 @@ import numpy as np
 
 from .. import runtime
 from .data import Dataset
+from .models import needs_mask
 
 ENGINES = ("local", "ray")
 TIMERS = ("read_s", "base_s", "candidate_s", "kl_s")
@@ -37,6 +38,9 @@ class Job:
     base: bytes
     candidate: bytes
     kl: bytes
+    kl_masked: bytes
+    kind: str
+    temperature: float
     outputs: tuple[str, str]
     feed_types: dict[str, np.dtype]
     providers: tuple[Any, Any]
@@ -53,6 +57,7 @@ class BatchRunner:
             job.candidate, providers=job.providers[1], threads=job.threads
         )
         self.kl = runtime.session(job.kl, providers=["CPUExecutionProvider"], threads=job.threads)
+        self.kl_masked = None  # built on the first batch that needs it
 
     def __call__(
         self, feeds: Mapping[str, np.ndarray], timings: dict[str, float]
@@ -80,18 +85,22 @@ class BatchRunner:
                 "a class axis (the last)"
             )
         classes = base.shape[-1]
-        kl, agree = runtime.run(
-            self.kl,
-            {
-                "base": base.reshape(-1, classes).astype(np.float32, copy=False),
-                "candidate": candidate.reshape(-1, classes).astype(np.float32, copy=False),
-            },
-        )
+        per_row = int(np.prod(base.shape[1:-1], dtype=np.int64))
+        base = base.reshape(-1, classes).astype(np.float32, copy=False)
+        candidate = candidate.reshape(-1, classes).astype(np.float32, copy=False)
+        sess = self.kl
+        if needs_mask(job.kind, job.temperature, base):
+            if self.kl_masked is None:
+                self.kl_masked = runtime.session(
+                    job.kl_masked, providers=["CPUExecutionProvider"], threads=job.threads
+                )
+            sess = self.kl_masked
+        (kl,) = runtime.run(sess, {"base": base, "candidate": candidate})
+        agree = base.argmax(axis=-1) == candidate.argmax(axis=-1)
         t3 = time.perf_counter()
         timings["base_s"] += t1 - t0
         timings["candidate_s"] += t2 - t1
         timings["kl_s"] += t3 - t2
-        per_row = int(np.prod(base.shape[1:-1], dtype=np.int64))
         return kl, agree, per_row
 
 
@@ -220,7 +229,7 @@ class RayWorker:
     def __init__(self, job: Job) -> None:
         import ray
 
-        blobs = {k: getattr(job, k) for k in ("base", "candidate", "kl")}
+        blobs = {k: getattr(job, k) for k in ("base", "candidate", "kl", "kl_masked")}
         refs = {k: v for k, v in blobs.items() if isinstance(v, ray.ObjectRef)}
         job = _with(job, **dict(zip(refs, ray.get(list(refs.values())), strict=True)))
         self.job = job
@@ -292,6 +301,7 @@ def run_ray(
             base=ray.put(job.base),
             candidate=ray.put(job.candidate),
             kl=ray.put(job.kl),
+            kl_masked=ray.put(job.kl_masked),
         )
         items = ray.data.from_items(
             [{"batch": i} for i in range(len(plan))], override_num_blocks=len(plan)

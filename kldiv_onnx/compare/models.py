@@ -2,14 +2,18 @@
 the data) and the KL model that measures them with the project's op.
 
 The KL model takes both outputs as float32 ``(n, classes)`` and gives, per row, the KL
-divergence in float64 and whether the top-1 classes agree:
+divergence in float64:
 
     log P = LogSoftmax(base / T) (kind 'logits'), base ('log-probs'), Log(base) ('probs')
     terms = kldiv_onnx.KLDivLoss_none_logtarget(input=log Q, target=log P)  # P (log P − log Q)
-    terms = Where(log P == -inf, 0, terms)          # the limit 0·log 0 = 0, not exp(-inf)·inf
-                                                    # (unless log Q is NaN)
+    terms = Where(log P == -inf, 0, terms)          # masked model only: the limit 0·log 0 = 0,
+                                                    # not exp(-inf)·inf (unless log Q is NaN)
     kl    = ReduceSum(Cast(terms, double), axis=-1) # float32 math, float64 accumulation
-    agree = Equal(ArgMax(base), ArgMax(candidate))
+
+The mask costs more than the op itself, and a batch needs it only where the base gives a class
+probability 0 (a zero probability, a -inf log-probability or logit): the engines check that
+with numpy and run the masked model only then. For every other row the two models give the
+same bits. Top-1 agreement is numpy's ``argmax`` of both raw outputs (first index on ties).
 
 ``KLDivLoss_none_logtarget`` runs as the fused native kernel where the library is built
 (:mod:`kldiv_onnx.native`), otherwise as its function body.
@@ -237,18 +241,18 @@ def check_data(
     return feed_types
 
 
-def kl_model(kind: str, temperature: float, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
-    """The KL model of the module doc for outputs of ``kind`` at ``temperature``."""
+def kl_model(
+    kind: str, temperature: float, opset: int = DEFAULT_OPSET, *, masked: bool = False
+) -> onnx.ModelProto:
+    """The KL model of the module doc for outputs of ``kind`` at ``temperature``; ``masked``
+    adds the mask for zero base probabilities."""
     from ..export import build_model
 
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     function = build_model("none", True, "float32", form="function", opset=opset).functions[0]
     nodes = []
-    initializers = [
-        helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]),
-        helper.make_tensor("minus_inf", TensorProto.FLOAT, [], [-math.inf]),
-    ]
+    initializers = [helper.make_tensor("last_axis", TensorProto.INT64, [1], [-1])]
     scaled = kind == "logits" and temperature != 1.0
     if scaled:
         initializers.append(helper.make_tensor("temperature", TensorProto.FLOAT, [], [temperature]))
@@ -265,48 +269,42 @@ def kl_model(kind: str, temperature: float, opset: int = DEFAULT_OPSET) -> onnx.
         else:
             nodes.append(helper.make_node("Identity", [source], [f"{name}_log"]))
         logs[name] = f"{name}_log"
-    nodes += [
+    terms = "terms"
+    nodes.append(
         helper.make_node(
             op_name("none", True),
             [logs["candidate"], logs["base"]],
-            ["terms_raw"],
+            [terms],
             domain=DOMAIN,
             name="kldiv",
-        ),
-        helper.make_node("Equal", [logs["base"], "minus_inf"], ["base_zero"]),
-    ]
-    if kind != "logits":  # a NaN of the candidate where P = 0 is not masked (log-softmax
-        # spreads a NaN over its whole row, so logits need no check)
+        )
+    )
+    if masked:
+        initializers += [
+            helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]),
+            helper.make_tensor("minus_inf", TensorProto.FLOAT, [], [-math.inf]),
+        ]
         nodes += [
+            helper.make_node("Equal", [logs["base"], "minus_inf"], ["base_zero"]),
             helper.make_node("IsNaN", [logs["candidate"]], ["candidate_nan"]),
             helper.make_node("Not", ["candidate_nan"], ["candidate_number"]),
             helper.make_node("And", ["base_zero", "candidate_number"], ["masked"]),
+            helper.make_node("Where", ["masked", "zero", terms], ["terms_masked"]),
         ]
+        terms = "terms_masked"
     nodes += [
-        helper.make_node(
-            "Where",
-            ["masked" if kind != "logits" else "base_zero", "zero", "terms_raw"],
-            ["terms"],
-        ),
-        helper.make_node("Cast", ["terms"], ["terms64"], to=TensorProto.DOUBLE),
+        helper.make_node("Cast", [terms], ["terms64"], to=TensorProto.DOUBLE),
         helper.make_node("ReduceSum", ["terms64", "last_axis"], ["kl"], keepdims=0),
-        helper.make_node("ArgMax", ["base"], ["base_top"], axis=-1, keepdims=0),
-        helper.make_node("ArgMax", ["candidate"], ["candidate_top"], axis=-1, keepdims=0),
-        helper.make_node("Equal", ["base_top", "candidate_top"], ["agree"]),
     ]
-    initializers.append(helper.make_tensor("last_axis", TensorProto.INT64, [1], [-1]))
     dims = ["n", "classes"]
     graph = helper.make_graph(
         nodes,
-        f"compare_{kind.replace('-', '_')}",
+        f"compare_{kind.replace('-', '_')}" + ("_masked" if masked else ""),
         [
             helper.make_tensor_value_info("base", TensorProto.FLOAT, dims),
             helper.make_tensor_value_info("candidate", TensorProto.FLOAT, dims),
         ],
-        [
-            helper.make_tensor_value_info("kl", TensorProto.DOUBLE, ["n"]),
-            helper.make_tensor_value_info("agree", TensorProto.BOOL, ["n"]),
-        ],
+        [helper.make_tensor_value_info("kl", TensorProto.DOUBLE, ["n"])],
         initializers,
     )
     model = helper.make_model(
@@ -318,3 +316,11 @@ def kl_model(kind: str, temperature: float, opset: int = DEFAULT_OPSET) -> onnx.
     )
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+def needs_mask(kind: str, temperature: float, base: np.ndarray) -> bool:
+    """Whether a batch of base outputs has a zero class probability, so that the masked KL
+    model must run (a temperature other than 1 may overflow logits to -inf: always)."""
+    if kind == "probs":
+        return bool(np.any(base == 0))
+    return temperature != 1.0 or bool(np.any(np.isneginf(base)))
