@@ -289,3 +289,24 @@ def test_unknown_target_and_bad_files(tmp_path):
     for target in TARGETS:
         with pytest.raises(ValueError, match=r"bad\.onnx"):
             prepare(bad, target)
+
+
+def test_cast_saturate_is_dropped_where_it_means_nothing():
+    nodes = [helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT16, saturate=1)]
+    model = _model(
+        nodes, [_vi("x", TensorProto.FLOAT, [2, 3])], [_vi("y", TensorProto.FLOAT16, [2, 3])]
+    )
+    result = lower(model, 15)
+    assert result.relabelled == {"Cast": (19, 13)}
+    assert not result.model.graph.node[0].attribute[1:]  # only 'to' is left
+    x = np.linspace(-3, 3, 6, dtype=np.float32).reshape(2, 3)
+    _same_outputs(model, result.model, {"x": x}, 0)
+
+
+def test_a_model_within_the_cann_opsets_is_not_converted():
+    nodes = [helper.make_node("Relu", ["x"], ["y"])]
+    model = _model(
+        nodes, [_vi("x", TensorProto.FLOAT, [2])], [_vi("y", TensorProto.FLOAT, [2])], opset=13
+    )
+    prepared = prepare(model, "cann")
+    assert _ai_onnx(prepared.model) == 13 and prepared.ok

@@ -30,8 +30,6 @@ from ..model_io import ModelLike, load_model
 from .lower import Lowered, lower, rules
 
 TARGETS = ("cann", "onnxruntime", "openvino", "portable")
-CANN_OPSET = 15
-"""The highest ai.onnx opset the CANN graph mode takes."""
 
 
 class Prepared(NamedTuple):
@@ -89,9 +87,11 @@ def prepare(model: ModelLike, target: str = "onnxruntime") -> Prepared:
         _check_openvino(out)
     if target != "cann":
         return Prepared(out, target, count, {}, {}, None)
-    from ..cann import check_placement
+    from ..cann import check_placement, tables
 
-    lowered = lower(out, CANN_OPSET) if _opset(out) != CANN_OPSET else None
+    low, high = tables().opset_min, tables().opset_max  # 8-15 in onnxruntime-cann 1.24.4
+    opset = _opset(out)
+    lowered = lower(out, high) if opset is None or not low <= opset <= high else None
     if lowered is not None:
         out = lowered.model
     report = check_placement(out)
@@ -121,4 +121,4 @@ def _opset(model: onnx.ModelProto) -> int | None:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
 
 
-__all__ = ["CANN_OPSET", "TARGETS", "Lowered", "Prepared", "lower", "prepare", "rules"]
+__all__ = ["TARGETS", "Lowered", "Prepared", "lower", "prepare", "rules"]

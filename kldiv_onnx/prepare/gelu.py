@@ -22,6 +22,9 @@ APPROXIMATIONS = ("none", "tanh")
 
 def reason(out: object) -> str | None:
     """Why the rule cannot lower the ``Gelu`` producing ``out`` (None: it can)."""
+    node = out.producer()  # type: ignore[attr-defined]
+    if node is None or not node.inputs or node.inputs[0] is None or node.inputs[0].dtype is None:
+        return "Gelu input of unknown element type"
     approximate = attr(out, "approximate", "none")  # type: ignore[arg-type]
     if approximate not in APPROXIMATIONS:
         return f"Gelu approximate={approximate!r} is neither 'none' nor 'tanh'"

@@ -37,6 +37,8 @@ def axes_of(x: object, out: object) -> tuple[list[int] | None, str | None]:
 def reason(x: object, out: object) -> str | None:
     """Why the rule cannot lower the ``LayerNormalization`` producing ``out`` (None: it can)."""
     node = out.producer()  # type: ignore[attr-defined]
+    if getattr(x, "dtype", None) is None:
+        return "LayerNormalization input of unknown element type"
     if any(o.uses() or o.is_graph_output() for o in node.outputs[1:]):
         return "LayerNormalization's Mean or InvStdDev output is used"
     if attr(out, "stash_type", _FLOAT) != _FLOAT:

@@ -78,6 +78,26 @@ def _nested(graph: ir.Graph) -> list[ir.Node]:
     return found
 
 
+_FLOAT8 = {
+    ir.DataType.FLOAT8E4M3FN,
+    ir.DataType.FLOAT8E4M3FNUZ,
+    ir.DataType.FLOAT8E5M2,
+    ir.DataType.FLOAT8E5M2FNUZ,
+}
+
+
+def _drop_unused_saturate(node: ir.Node) -> None:
+    """``saturate`` (Cast/CastLike 19) matters only for a float8 result: drop it otherwise, so
+    that the node means at opset 13 what it means at 19."""
+    if node.op_type not in ("Cast", "CastLike") or "saturate" not in node.attributes:
+        return
+    to = node.attributes.get_int("to") if node.op_type == "Cast" else None
+    out = node.outputs[0].dtype if node.outputs else None
+    if (to is not None and ir.DataType(to) in _FLOAT8) or out in _FLOAT8 or out is None:
+        return
+    del node.attributes["saturate"]
+
+
 def lower(model: onnx.ModelProto, target: int) -> Lowered:
     """``model`` (not modified) with its ai.onnx opset at ``target``.
 
@@ -108,7 +128,8 @@ def lower(model: onnx.ModelProto, target: int) -> Lowered:
     except Exception:
         typed = model
     ir_model = ir.serde.deserialize_model(typed)
-    before = {id(n): n.op_type for n in ir_model.graph}
+    # the nodes themselves are kept, so that no node a rule writes can reuse an id
+    before = {id(n): n for n in ir_model.graph}
     counts: dict[str, int] = {}
     for node in ir_model.graph:
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
@@ -128,6 +149,7 @@ def lower(model: onnx.ModelProto, target: int) -> Lowered:
         if node.op_type in RULE_OPS and node.op_type not in relabel.SAME_MEANING:
             problems.append(f"{label(node)}: {_why_left(node, source, target)}")
             continue
+        _drop_unused_saturate(node)
         why = relabel.reason(node, source, target)
         if why is None:
             new, old = relabel.schema(node.op_type, source), relabel.schema(node.op_type, target)
