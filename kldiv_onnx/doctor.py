@@ -40,10 +40,13 @@ def report() -> str:
     lines += _cann_lines()
     try:
         path = native.library_path()
+    except native.LibraryDamagedError as exc:
+        lines.append(f"native library: DAMAGED, not used ({exc})")
     except FileNotFoundError as exc:
         lines.append(f"native library: not found ({exc})")
     else:
         lines.append(f"native library: {path}, requests C API {native.api_version()}")
+        lines.append(f"native kernel SIMD path: {native.active_target()}")
     lines.append(f"CPU SIMD: {native.simd_level()}")
     return "\n".join(lines)
 

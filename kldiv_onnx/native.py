@@ -3,13 +3,24 @@
 Register it with onnxruntime through
 ``SessionOptions.register_custom_ops_library(library_path())``: every ``kldiv_onnx`` node
 (the eight ``KLDivLoss_<reduction>[_logtarget]`` variants and the generic ``KLDivLoss``) then
-runs as one native kernel instead of its function body.
+runs as one native kernel instead of its function body. ``library_path()`` checks the file
+once per process (a damaged copy raises :class:`LibraryDamagedError` instead of crashing the
+process) and then answers from memory.
 """
 
 from __future__ import annotations
 
+import base64
+import ctypes
+import hashlib
+import importlib.metadata
 import os
 import platform
+import signal
+import struct
+import subprocess
+import sys
+import warnings
 from pathlib import Path
 
 LIBRARY_NAME = "libkldiv_onnx_ops.so"
@@ -26,36 +37,162 @@ ISA_ENV_VAR = "KLDIV_ONNX_ISA"
 it)."""
 
 
-def library_path() -> str:
-    """Absolute path of the custom-op library.
+class LibraryDamagedError(FileNotFoundError):
+    """The library file is there but cannot be loaded safely (truncated, corrupt, not the
+    installed build). A :class:`FileNotFoundError`, so that every caller that copes with a
+    missing library (``available()``, the CLI's one-line errors) copes with a damaged one."""
 
-    ``$KLDIV_ONNX_LIBRARY`` wins when set; otherwise the library next to this module.
+
+_RESOLVED: dict[str | None, str] = {}
+"""``library_path()``'s answers, keyed by the value of ``$KLDIV_ONNX_LIBRARY`` (None: unset):
+a path is resolved and checked once per process, then no call touches the file system."""
+_WARNED: set[str] = set()
+_PROBE = """
+import ctypes, sys
+lib = ctypes.CDLL(sys.argv[1])
+try:
+    target = lib.KLDivOnnxActiveTarget
+except AttributeError:
+    print("unknown (a build without KLDivOnnxActiveTarget)")
+else:
+    target.restype = ctypes.c_char_p
+    print(target().decode(errors="replace"))
+"""
+
+
+def library_path() -> str:
+    """Absolute path of the custom-op library, checked before anything loads it.
+
+    ``$KLDIV_ONNX_LIBRARY`` wins when set; otherwise the library next to this module. The
+    answer is cached per value of the variable (a missing file is looked for again).
 
     Raises:
         FileNotFoundError: naming the place looked at, when the library is not there.
+        LibraryDamagedError: naming the file and what is wrong with it (a truncated copy would
+            otherwise kill the process with SIGBUS inside ``register_custom_ops_library``).
     """
-    override = os.environ.get(ENV_VAR)
+    override = os.environ.get(ENV_VAR) or None
+    cached = _RESOLVED.get(override)
+    if cached is not None:
+        return cached
     if override:
         path = Path(override).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"{ENV_VAR}={override!r}: no such file")
-        return str(path.resolve())
-    path = Path(__file__).resolve().parent / LIBRARY_NAME
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{LIBRARY_NAME} not found in {path.parent} (build it with `pip install .`, "
-            f"or set {ENV_VAR} to its path)"
-        )
+        path = path.resolve()
+    else:
+        path = Path(__file__).resolve().parent / LIBRARY_NAME
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{LIBRARY_NAME} not found in {path.parent} (build it with `pip install .`, "
+                f"or set {ENV_VAR} to its path)"
+            )
+    problem = _check(path)
+    if problem:
+        raise LibraryDamagedError(f"{path}: damaged native library, not loaded ({problem})")
+    _RESOLVED[override] = str(path)
     return str(path)
 
 
 def available() -> bool:
-    """True when :func:`library_path` finds the library (it is not loaded here)."""
+    """True when :func:`library_path` finds the library and it passes the check (it is not
+    loaded here). A damaged library gives False and, once per path, a RuntimeWarning: the
+    ``auto`` backend then runs the composite."""
     try:
         library_path()
+    except LibraryDamagedError as exc:
+        if str(exc) not in _WARNED:
+            _WARNED.add(str(exc))
+            warnings.warn(f"{exc}; using the composite instead", RuntimeWarning, stacklevel=2)
+        return False
     except FileNotFoundError:
         return False
     return True
+
+
+def active_target() -> str:
+    """The SIMD path the kernels run in this process (``avx3``, ``avx2`` or ``scalar``, after
+    ``$KLDIV_ONNX_ISA``; ``error: ...`` for a value naming no path), read from the checked
+    library's ``KLDivOnnxActiveTarget``. Raises what :func:`library_path` raises."""
+    lib = ctypes.CDLL(library_path())
+    try:
+        function = lib.KLDivOnnxActiveTarget
+    except AttributeError:
+        return "unknown (a build without KLDivOnnxActiveTarget)"
+    function.restype = ctypes.c_char_p
+    return function().decode(errors="replace")
+
+
+def _check(path: Path) -> str:
+    """'' when the file looks loadable, else what is wrong: its ELF layout must fit in the
+    file, and its SHA-256 must match pip's RECORD when it is the installed package's library;
+    any other file (``$KLDIV_ONNX_LIBRARY``, a build in the source tree) must load in a
+    throw-away process."""
+    try:
+        problem = _elf_problem(path) or _record_problem(path)
+    except OSError as exc:
+        return f"unreadable: {exc}"
+    if problem is not None:
+        return problem  # a RECORD match ('') needs no probe
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", _PROBE, str(path)],
+            capture_output=True,
+            encoding="utf-8",
+            errors="replace",
+            timeout=60,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"loading it in a separate process failed: {exc}"
+    if proc.returncode < 0:
+        return f"loading it killed a separate process with {signal.Signals(-proc.returncode).name}"
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+        return f"loading it in a separate process failed: {last}"
+    return ""
+
+
+def _elf_problem(path: Path) -> str | None:
+    """None when every loadable segment and the section table lie inside the file."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        header = f.read(64)
+        if len(header) < 64 or header[:4] != b"\x7fELF":
+            return f"not an ELF shared object ({size} bytes)"
+        if header[4] != 2 or header[5] != 1:
+            return "not a 64-bit little-endian ELF file"
+        phoff, shoff = struct.unpack_from("<QQ", header, 0x20)
+        phentsize, phnum, shentsize, shnum = struct.unpack_from("<HHHH", header, 0x36)
+        end = max(phoff + phentsize * phnum, shoff + shentsize * shnum)
+        if end > size:
+            return f"truncated: {size} bytes, its headers reach byte {end}"
+        f.seek(phoff)
+        table = f.read(phentsize * phnum)
+    for i in range(phnum):
+        kind, _, offset, _, _, filesz = struct.unpack_from("<IIQQQQ", table, i * phentsize)
+        if kind == 1 and offset + filesz > size:  # PT_LOAD
+            return f"truncated: {size} bytes, a loadable segment reaches byte {offset + filesz}"
+    return None
+
+
+def _record_problem(path: Path) -> str | None:
+    """None when `path` is not the installed package's library (no RECORD entry), '' when its
+    SHA-256 matches pip's RECORD, else what differs."""
+    try:
+        dist = importlib.metadata.distribution("kldiv_onnx")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for entry in dist.files or ():
+        if entry.name != LIBRARY_NAME or entry.hash is None or entry.hash.mode != "sha256":
+            continue
+        if Path(dist.locate_file(entry)).resolve() != path:
+            continue
+        digest = hashlib.sha256(path.read_bytes()).digest()
+        if base64.urlsafe_b64encode(digest).rstrip(b"=").decode() != entry.hash.value:
+            return "its SHA-256 differs from the one pip recorded at install (RECORD)"
+        return ""
+    return None
 
 
 def api_version() -> int:

@@ -24,8 +24,18 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from onnx import TensorProto, helper
 
+import kldiv_onnx
+from kldiv_onnx import doctor
 from kldiv_onnx._contract import DOMAIN, GENERIC_OP, REDUCTIONS, op_name, variant_ops
-from kldiv_onnx.native import api_version, available, library_path
+from kldiv_onnx.native import (
+    ENV_VAR,
+    LIBRARY_NAME,
+    LibraryDamagedError,
+    active_target,
+    api_version,
+    available,
+    library_path,
+)
 from kldiv_onnx.reference import kl_div, pointwise
 
 DTYPES = {
@@ -630,3 +640,69 @@ def test_capped_isa_paths_through_onnxruntime(isa, dtype, tmp_path):
     errors = [float(line) for line in proc.stdout.split()]
     assert len(errors) == 4
     assert max(errors) <= (1e-5 if dtype == "float32" else 2.0**-10)
+
+
+# ------------------------------------------------------------------------------------- damage
+def _damaged_copy(tmp_path, how):
+    """A copy of the library, truncated to a third or with 200 KiB of its code overwritten."""
+    data = bytearray(Path(library_path()).read_bytes())
+    if how == "truncated":
+        data = data[: len(data) // 3]
+    else:
+        data[0x1000 : 0x1000 + 200 * 1024] = b"\xff" * (200 * 1024)
+    path = tmp_path / f"{how}-{LIBRARY_NAME}"
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("how", "reason"),
+    [("truncated", "truncated"), ("corrupt", "loading it in a separate process failed")],
+)
+def test_a_damaged_library_is_refused_before_loading(tmp_path, monkeypatch, how, reason):
+    """A truncated copy used to kill the process (SIGBUS in register_custom_ops_library)."""
+    path = _damaged_copy(tmp_path, how)
+    monkeypatch.setenv(ENV_VAR, str(path))
+    with pytest.raises(LibraryDamagedError, match=f"{re.escape(str(path))}.*damaged.*{reason}"):
+        library_path()
+    with pytest.warns(RuntimeWarning, match="damaged native library"):
+        assert not available()
+    report = doctor.report()
+    assert "native library: DAMAGED" in report
+    assert str(path) in report
+
+
+def test_auto_backend_falls_back_to_the_composite_on_a_damaged_library(tmp_path, monkeypatch):
+    monkeypatch.setenv(ENV_VAR, str(_damaged_copy(tmp_path, "truncated")))
+    x, t = sample((4, 5), (4, 5), False, "float32")
+    with pytest.warns(RuntimeWarning, match="using the composite"):
+        got = kldiv_onnx.kl_div(x, t, "batchmean", backend="auto")
+    want = kldiv_onnx.kl_div(x, t, "batchmean", backend="composite")
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    with pytest.raises(LibraryDamagedError):
+        kldiv_onnx.kl_div(x, t, "batchmean", backend="fused")
+
+
+def test_library_path_is_resolved_once(monkeypatch):
+    """After the first call nothing touches the file system (issue 14: two stats per call)."""
+    first = library_path()
+
+    def no_file_system(*args, **kwargs):
+        raise AssertionError("library_path() touched the file system")
+
+    monkeypatch.setattr(os, "stat", no_file_system)
+    monkeypatch.setattr(Path, "is_file", no_file_system)
+    assert library_path() == first
+    assert available()
+
+
+def test_a_missing_library_is_still_file_not_found(tmp_path, monkeypatch):
+    monkeypatch.setenv(ENV_VAR, str(tmp_path / "nothing.so"))
+    with pytest.raises(FileNotFoundError, match=r"nothing\.so") as info:
+        library_path()
+    assert not isinstance(info.value, LibraryDamagedError)
+
+
+def test_doctor_shows_the_simd_path_the_kernel_chose():
+    assert f"native kernel SIMD path: {active_target()}" in doctor.report()
+    assert active_target() in ("avx3", "avx2", "scalar")
