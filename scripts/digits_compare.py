@@ -28,6 +28,7 @@ def train(x: np.ndarray, y: np.ndarray, seed: int = 0):  # noqa: ANN201
     import torch
 
     torch.manual_seed(seed)
+    torch.set_num_threads(1)  # a model this small gains nothing from more
     model = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
@@ -109,10 +110,15 @@ def main(argv: list[str] | None = None) -> int:
             f"  {name:8s} {path.stat().st_size:7d} bytes, test accuracy "
             f"{100 * accuracy(path, x_test, y_test):.2f} %"
         )
+    engines = args.engines.split(",")
+    if "ray" in engines:  # one cluster for every comparison (RAY_ADDRESS: an existing one)
+        import ray
+
+        ray.init(include_dashboard=False)
     summary: dict[str, dict] = {}
     for name, path in copies.items():
         reports = {}
-        for engine in args.engines.split(","):
+        for engine in engines:
             report = compare(fp32, path, data, batch_size=args.batch_size, engine=engine)
             reports[engine] = report
             print(f"\n== {name} copy vs float32, engine {engine}")
