@@ -45,15 +45,15 @@ def check_input_file(path: str | os.PathLike, what: str = "file") -> Path:
     try:
         info = p.stat()
     except FileNotFoundError:
-        raise FileNotFoundError(f"{what} {os.fspath(path)!r} does not exist") from None
+        raise FileNotFoundError(f"cannot read {what} {os.fspath(path)!r}: no such file") from None
     except OSError as exc:
         raise ValueError(f"cannot read {what} {os.fspath(path)!r}: {_first_line(exc)}") from exc
     if stat.S_ISDIR(info.st_mode):
-        raise ValueError(f"{what} {os.fspath(path)!r} is a directory, not a file")
+        raise ValueError(f"cannot read {what} {os.fspath(path)!r}: it is a directory")
     if not stat.S_ISREG(info.st_mode):
-        raise ValueError(f"{what} {os.fspath(path)!r} is not a regular file")
+        raise ValueError(f"cannot read {what} {os.fspath(path)!r}: not a regular file")
     if info.st_size == 0:
-        raise ValueError(f"{what} {os.fspath(path)!r} is empty")
+        raise ValueError(f"cannot read {what} {os.fspath(path)!r}: the file is empty")
     if not os.access(p, os.R_OK):
         raise ValueError(f"cannot read {what} {os.fspath(path)!r}: permission denied")
     return p
@@ -62,7 +62,7 @@ def check_input_file(path: str | os.PathLike, what: str = "file") -> Path:
 def _check_parsed(model: ModelProto, source: str) -> ModelProto:
     # protobuf parses many byte strings (an empty one among them) as a valid, empty message
     if not model.HasField("graph") or model.ir_version <= 0:
-        raise ValueError(f"{source} is not an ONNX model (no graph or no IR version)")
+        raise ValueError(f"cannot read {source}: not an ONNX model (no graph or no IR version)")
     return model
 
 
@@ -80,11 +80,11 @@ def load_model(model: ModelLike, what: str = "model", *, external_data: bool = T
     if isinstance(model, (bytes, bytearray, memoryview)):
         data = bytes(model)
         if not data:
-            raise ValueError(f"{what}: empty bytes are not an ONNX model")
+            raise ValueError(f"cannot read {what}: empty bytes are not an ONNX model")
         try:
             proto = onnx.load_from_string(data)
         except Exception as exc:  # protobuf's DecodeError and friends
-            raise ValueError(f"{what} is not an ONNX model: {_first_line(exc)}") from exc
+            raise ValueError(f"cannot read {what}: not an ONNX model: {_first_line(exc)}") from exc
         return _check_parsed(proto, what)
     if isinstance(model, (str, os.PathLike)):
         path = check_input_file(model, what)
@@ -92,7 +92,7 @@ def load_model(model: ModelLike, what: str = "model", *, external_data: bool = T
             proto = onnx.load(os.fspath(path), load_external_data=False)
         except Exception as exc:
             raise ValueError(
-                f"{what} {os.fspath(model)!r} is not an ONNX model: {_first_line(exc)}"
+                f"cannot read {what} {os.fspath(model)!r}: not an ONNX model: {_first_line(exc)}"
             ) from exc
         _check_parsed(proto, f"{what} {os.fspath(model)!r}")
         if external_data and uses_external_data(proto):
@@ -100,7 +100,7 @@ def load_model(model: ModelLike, what: str = "model", *, external_data: bool = T
                 onnx.load_external_data_for_model(proto, str(path.resolve().parent))
             except Exception as exc:
                 raise ValueError(
-                    f"{what} {os.fspath(model)!r}: cannot read its external data: "
+                    f"cannot read {what} {os.fspath(model)!r}: its external data: "
                     f"{_first_line(exc)}"
                 ) from exc
         return proto
@@ -114,24 +114,29 @@ def uses_external_data(model: ModelProto) -> bool:
     return any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
 
 
+def saved_with_external_data(path: str | os.PathLike) -> bool:
+    """Whether the model file at ``path`` keeps tensors in external data files."""
+    return uses_external_data(load_model(path, external_data=False))
+
+
 def check_output_path(path: str | os.PathLike, what: str = "output") -> Path:
     """``path`` as a ``Path`` if a file can be written there: its folder exists and is
     writable, and it is not a folder or a device (``/dev/full``). ``ValueError`` otherwise."""
     p = Path(path)
     name = os.fspath(path)
     if not name:
-        raise ValueError(f"{what}: empty path")
+        raise ValueError(f"cannot write {what}: empty path")
     with contextlib.suppress(FileNotFoundError):
         info = p.stat()
         if stat.S_ISDIR(info.st_mode):
-            raise ValueError(f"{what} {name!r} is a directory")
+            raise ValueError(f"cannot write {what} {name!r}: it is a directory")
         if not stat.S_ISREG(info.st_mode):
-            raise ValueError(f"{what} {name!r} is not a regular file")
+            raise ValueError(f"cannot write {what} {name!r}: not a regular file")
     folder = p.resolve().parent
     if not folder.is_dir():
-        raise ValueError(f"{what} {name!r}: folder {str(folder)!r} does not exist")
+        raise ValueError(f"cannot write {what} {name!r}: folder {str(folder)!r} does not exist")
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise ValueError(f"{what} {name!r}: folder {str(folder)!r} is not writable")
+        raise ValueError(f"cannot write {what} {name!r}: folder {str(folder)!r} is not writable")
     return p
 
 

@@ -12,6 +12,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,8 @@ _cache: OrderedDict[tuple, ort.InferenceSession] = OrderedDict()
 _resolved: dict[tuple, tuple] = {}
 """The arguments of a call → the key of the session they resolved to, so that a cached
 session is found without probing providers again."""
+_building: dict[tuple, Future] = {}
+"""Sessions being built (outside the lock), so that a second caller waits for the first."""
 _lock = threading.Lock()
 
 
@@ -45,14 +48,44 @@ def _model_source(model: ModelLike) -> tuple[bytes, str | bytes]:
     raise TypeError(f"model must be a ModelProto, bytes or a path, got {type(model).__name__}")
 
 
+_shared_pool = False
+
+
+def share_thread_pool(threads: int = 0) -> None:
+    """Give every session of the process one intra-op thread pool of ``threads`` threads (0:
+    one per core) instead of a pool per session: 32 cached sessions then hold one pool, not
+    32. Call it before the process builds any onnxruntime session.
+
+    onnxruntime makes this switch process-wide and one-way: once the shared pool exists it
+    refuses every session that asks for a pool of its own, so ``session(..., threads=N)``
+    raises ``ValueError`` afterwards, and so would other libraries' sessions in the process.
+    That is why it is not the default.
+    """
+    global _shared_pool
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+        raise ValueError(f"threads must be an int >= 0, got {threads!r}")
+    # The switch is exposed only in onnxruntime's pybind module (no public Python API).
+    from onnxruntime.capi import _pybind_state
+
+    try:
+        _pybind_state.set_global_thread_pool_sizes(threads, 1)
+    except Exception as exc:  # the process already has onnxruntime's environment
+        raise RuntimeError(f"cannot share a thread pool: {str(exc).splitlines()[0]}") from exc
+    _shared_pool = True
+
+
 def session_options(
     threads: int | None = None, library: str | None = None, *, arena: bool = True
 ) -> ort.SessionOptions:
     """The ``SessionOptions`` of every session the package builds: ``threads`` intra-op
-    threads (None: onnxruntime's default), one inter-op thread, the native ``library``
-    registered when given, the CPU arena on or off."""
+    threads (None: onnxruntime's default, or the pool of :func:`share_thread_pool`), one
+    inter-op thread, the native ``library`` registered when given, the CPU arena on or off."""
     so = ort.SessionOptions()
-    if threads is not None:
+    if _shared_pool:
+        if threads is not None:
+            raise ValueError("threads cannot be set per session after share_thread_pool()")
+        so.use_per_session_threads = False
+    elif threads is not None:
         so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.enable_cpu_mem_arena = arena
@@ -97,17 +130,18 @@ def session(
         if cached is not None:
             _cache.move_to_end(_resolved[asked])
             return cached
-        names, options = _providers.resolve(providers, provider_options, strict=strict)
-        on_cpu = names[0] == _providers.CPU
-        use_library = (on_cpu and native.available()) if fused is None else bool(fused)
-        library = native.library_path() if use_library else None
-        key = (
-            asked[0],
-            tuple(names),
-            tuple(tuple(sorted(o.items())) for o in options),
-            threads,
-            library,
-        )
+    names, options = _providers.resolve(providers, provider_options, strict=strict)
+    on_cpu = names[0] == _providers.CPU
+    use_library = (on_cpu and native.available()) if fused is None else bool(fused)
+    library = native.library_path() if use_library else None
+    key = (
+        asked[0],
+        tuple(names),
+        tuple(tuple(sorted(o.items())) for o in options),
+        threads,
+        library,
+    )
+    with _lock:
         if len(_resolved) >= 4 * CACHE_SIZE:
             _resolved.clear()
         _resolved[asked] = key
@@ -115,6 +149,13 @@ def session(
         if cached is not None:
             _cache.move_to_end(key)
             return cached
+        pending = _building.get(key)
+        owner = pending is None
+        if owner:
+            pending = _building[key] = Future()
+    if not owner:  # another thread is building this very session: wait for it
+        return pending.result()
+    try:
         sess = ort.InferenceSession(
             source,
             sess_options=session_options(threads, library),
@@ -122,10 +163,18 @@ def session(
             provider_options=options,
         )
         _providers.check_fallback(sess, names, strict=strict)
+    except BaseException as exc:
+        pending.set_exception(exc)
+        raise
+    finally:
+        with _lock:
+            _building.pop(key, None)
+    with _lock:
         _cache[key] = sess
         while len(_cache) > CACHE_SIZE:
             _cache.popitem(last=False)
-        return sess
+    pending.set_result(sess)
+    return sess
 
 
 def clear_cache() -> None:

@@ -8,7 +8,7 @@ import os
 
 import onnx
 
-from ..model_io import load_model, save_model
+from ..model_io import load_model, save_model, saved_with_external_data
 
 
 class UsageError(Exception):
@@ -27,8 +27,28 @@ def shape(text: str) -> list[int | str | None]:
     """'2,3' → [2, 3]; 'batch,10' keeps names; '?' is an unnamed dim; '' is 0-d."""
     dims: list[int | str | None] = []
     for part in filter(None, (p.strip() for p in text.split(","))):
-        dims.append(None if part == "?" else int(part) if part.isdigit() else part)
+        if part == "?":
+            dims.append(None)
+        elif part.isdigit():
+            dims.append(int(part))
+        elif part.isidentifier():
+            dims.append(part)
+        else:
+            raise argparse.ArgumentTypeError(
+                f"dims must be ints >= 0, names or ?, got {part!r} in {text!r}"
+            )
     return dims
+
+
+def positive_int(text: str) -> int:
+    """An int >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {text!r}")
+    return value
 
 
 def int_shape(text: str) -> list[int]:
@@ -43,13 +63,17 @@ def read_model(path: str, what: str = "model") -> onnx.ModelProto:
     """The model at ``path``, or a :class:`UsageError` naming it."""
     try:
         return load_model(path, what)
-    except (OSError, ValueError, TypeError) as exc:
-        raise UsageError(f"cannot read {what} {path}: {exc}") from exc
+    except (OSError, ValueError, TypeError) as exc:  # each names the path
+        raise UsageError(str(exc)) from exc
 
 
-def write_model(model: onnx.ModelProto, path: str | os.PathLike) -> None:
-    """Save ``model`` atomically, or a :class:`UsageError` naming the path."""
+def write_model(
+    model: onnx.ModelProto, path: str | os.PathLike, sources: tuple[str, ...] = ()
+) -> None:
+    """Save ``model`` atomically, or a :class:`UsageError` naming the path. Its tensors go to
+    external data when a ``sources`` file had them so, or when it would pass 2 GiB."""
     try:
-        save_model(model, path)
+        external = any(saved_with_external_data(s) for s in sources) or None
+        save_model(model, path, external_data=external)
     except (OSError, ValueError) as exc:
         raise UsageError(str(exc)) from exc

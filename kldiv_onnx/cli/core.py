@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from .. import runtime
 from .._contract import DEFAULT_OPSET, DTYPES, REDUCTIONS
+from ..data_files import read_feeds
 from ..demo import demo
 from ..doctor import report
 from ..export import FORMS, build_model
-from .common import UsageError, shape, write_model
+from ..model_io import atomic_write, check_output_path
+from .common import UsageError, positive_int, shape, write_model
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -38,42 +39,46 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_feeds(paths: Sequence[str], names: Sequence[str]) -> dict[str, np.ndarray]:
-    feeds: dict[str, np.ndarray] = {}
-    for path in paths:
-        if "=" in path:  # NAME=file.npy
-            name, path = path.split("=", 1)
-        else:
-            name = None
-        try:
-            loaded = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"cannot read {path}: {exc}") from exc
-        if isinstance(loaded, np.lib.npyio.NpzFile):
-            feeds.update({k: loaded[k] for k in loaded.files})
-        else:
-            feeds[name or names[len(feeds)]] = loaded
-    missing = [n for n in names if n not in feeds]
-    if missing:
-        raise UsageError(f"no value given for model inputs {missing}")
-    return feeds
+def _first_line(exc: BaseException) -> str:
+    """The first line of an error; of onnxruntime's, the node's own message where it has one."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line.rpartition("Status Message: ")[2] or line
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    output = None
+    if args.output:
+        output = args.output if args.output.endswith(".npz") else args.output + ".npz"
+        try:  # numpy's way: '.npz' appended; a device such as /dev/full is refused as given
+            check_output_path(args.output)
+            check_output_path(output)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
     try:
         sess = runtime.session(
             args.model, threads=args.threads, fused=False if args.composite else None
         )
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot load {args.model}: {exc}") from exc
+    except (OSError, ValueError, TypeError) as exc:  # each names the path
+        raise UsageError(str(exc)) from exc
     except Exception as exc:  # onnxruntime's own errors: invalid model files
-        raise UsageError(f"cannot load {args.model}: {str(exc).splitlines()[0]}") from exc
-    names = [i.name for i in sess.get_inputs()]
-    outputs = runtime.run(sess, _load_feeds(args.inputs, names))
+        raise UsageError(f"cannot load {args.model}: {_first_line(exc)}") from exc
+    try:
+        feeds = read_feeds(args.inputs, sess.get_inputs())
+    except (OSError, ValueError, TypeError) as exc:
+        raise UsageError(str(exc)) from exc
+    try:
+        outputs = runtime.run(sess, feeds)
+    except Exception as exc:  # what onnxruntime checks at run time (e.g. broadcasting)
+        raise UsageError(f"cannot run {args.model}: {_first_line(exc)}") from exc
     out_names = [o.name for o in sess.get_outputs()]
-    if args.output:
-        np.savez(args.output, **dict(zip(out_names, outputs, strict=True)))
-        print(f"wrote {args.output}: {', '.join(out_names)}")
+    if output:
+        try:
+            with atomic_write(output, "output") as tmp, open(tmp, "wb") as f:
+                np.savez(f, **dict(zip(out_names, outputs, strict=True)))
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+        print(f"wrote {output}: {', '.join(out_names)}")
     else:
         for name, value in zip(out_names, outputs, strict=True):
             print(f"{name} {value.dtype} {list(value.shape)}:\n{value!s}")
@@ -108,10 +113,21 @@ def register(sub: Any) -> None:
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("run", help="run a model on .npy/.npz inputs")
-    p.add_argument("model")
-    p.add_argument("inputs", nargs="+", help="file.npz, file.npy (in input order) or NAME=file.npy")
-    p.add_argument("--output", help="save the outputs to this .npz instead of printing")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("model", help="the .onnx file (external data is read beside it)")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        help="file.npz (keys: input names), file.npy (in input order) or NAME=file.npy; "
+        "2-byte void arrays (numpy's way of saving bfloat16) are read as bfloat16",
+    )
+    p.add_argument(
+        "--output",
+        metavar="FILE",
+        help="save the outputs to FILE (.npz appended if missing) instead of printing",
+    )
+    p.add_argument(
+        "--threads", type=positive_int, default=None, help="intra-op threads (default: cores)"
+    )
     p.add_argument("--composite", action="store_true", help="never use the native kernel")
     p.set_defaults(func=_cmd_run)
 

@@ -31,7 +31,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
         )
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from exc
-    write_model(out, args.output)
+    write_model(out, args.output, (args.model,))
     added = [i.name for i in out.graph.input if i.name not in {j.name for j in model.graph.input}]
     print(
         f"wrote {args.output}: output {args.output_name!r} = KLDivLoss({args.reduction}) of "
@@ -53,7 +53,7 @@ def _cmd_distill(args: argparse.Namespace) -> int:
         )
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from exc
-    write_model(out, args.output)
+    write_model(out, args.output, (args.student, args.teacher))
     outputs = ", ".join(o.name for o in out.graph.output)
     print(f"wrote {args.output}: outputs {outputs}; T={args.temperature}, {args.reduction}")
     return 0
@@ -65,7 +65,7 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
         result = fuse(model)
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from exc
-    write_model(result.model, args.output)
+    write_model(result.model, args.output, (args.model,))
     before, after = len(model.graph.node), len(result.model.graph.node)
     if result.count == 0:
         print(f"wrote {args.output}: nothing to fuse, model unchanged ({before} nodes)")

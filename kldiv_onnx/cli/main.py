@@ -8,6 +8,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+import onnxruntime as ort
+
 from .._version import __version__
 from . import bench, cann, compare, core, interop, runtimes
 from .common import Parser, UsageError
@@ -32,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``kldiv-onnx`` with ``argv`` (default: the process's); return the exit code."""
+    # onnxruntime logs a failing node to stderr before raising; the command reports the error
+    # itself, in one line
+    ort.set_default_logger_severity(4)
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)

@@ -63,6 +63,7 @@ from .._contract import (
     variant_of,
 )
 from ..export import add_function
+from ..model_io import ModelLike, load_model
 
 _DTYPES = ONNX_TYPE_NAMES  # ir.DataType is an int enum: it keys this dict as it is
 
@@ -388,15 +389,15 @@ def _node_dtypes(graph: ir.Graph) -> dict[Variant, str]:
     return dtypes
 
 
-def fuse(model: onnx.ModelProto) -> Fused:
+def fuse(model: ModelLike) -> Fused:
     """Replace every ``F.kl_div`` subgraph torch exported in ``model`` with one KLDivLoss node.
 
+    ``model``: a ``ModelProto``, bytes or a path (external data read from its folder).
     Returns :class:`Fused` ``(model, count, ops)``; ``model`` is a new ``ModelProto`` (the
     argument is never modified) and, when ``count`` is 0, an unchanged copy of it. See the
     module docstring for the patterns matched and where the outputs differ on invalid inputs.
     """
-    if not isinstance(model, onnx.ModelProto):
-        raise TypeError(f"model must be an onnx.ModelProto, got {type(model).__name__}")
+    model = load_model(model)
     try:  # the checks need the types of intermediate values, which exporters may omit
         typed = onnx.shape_inference.infer_shapes(model, strict_mode=False)
     except Exception:  # a custom op without a schema or function: fuse what is typed
