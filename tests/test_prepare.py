@@ -4,6 +4,7 @@ unchanged outputs; each lowering rule on its own, relabelling, and what is repor
 from __future__ import annotations
 
 import functools
+import importlib.util
 import io
 import logging
 import warnings
@@ -310,3 +311,23 @@ def test_a_model_within_the_cann_opsets_is_not_converted():
     )
     prepared = prepare(model, "cann")
     assert _ai_onnx(prepared.model) == 13 and prepared.ok
+
+
+def test_one_file_for_onnxruntime_and_openvino_and_a_portable_one_for_tract():
+    original = onnx.load_from_string(torch_export("dynamo", "tanh"))
+    feeds = _feeds()
+    want = _ort(original, feeds)
+    runs = []
+    if importlib.util.find_spec("openvino"):
+        from kldiv_onnx.runtimes import OpenVINO
+
+        runs.append((OpenVINO(), prepare(original, "openvino").model))
+    if importlib.util.find_spec("tract"):
+        from kldiv_onnx.runtimes import Tract
+
+        runs.append((Tract(), prepare(original, "portable").model))
+    if not runs:
+        pytest.skip("neither openvino nor tract installed")
+    for adapter, model in runs:
+        for g, w in zip(adapter.load(model)(feeds), want, strict=True):
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6, err_msg=adapter.name)

@@ -78,3 +78,53 @@ def test_every_adapter_runs_the_same_file(adapter: Runtime, generic: bool):
     (got,) = adapter.load(model)({"input": x, "target": t})
     np.testing.assert_allclose(got, kl_div(x, t, "sum"), rtol=2e-6, atol=1e-7)
     assert adapter.version()
+
+
+def _rows(report) -> dict[str, dict]:
+    return {r["runtime"]: r for r in report.to_dict()["rows"]}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_validate_shows_openvino_and_tract_by_name(dtype):
+    pytest.importorskip("openvino")
+    pytest.importorskip("tract")
+    from kldiv_onnx.interop.validate import validate
+
+    report = validate(
+        reduction="mean", log_target=True, dtype=dtype, input_shape=(4, 1, 6), target_shape=(3, 6)
+    )
+    rows = _rows(report)
+    assert rows["OpenVINO"]["status"] == "ok"
+    if dtype == "bfloat16":
+        assert rows["tract (inlined)"]["status"] == "not supported"
+        assert rows["tract (inlined)"]["note"] == "tract has no bfloat16"
+    else:
+        assert rows["tract (inlined)"]["status"] == "ok"
+    assert report.ok
+    assert "OpenVINO" in report.table() and "tract (inlined)" in report.table()
+
+
+def test_validate_model_file_rows():
+    pytest.importorskip("openvino")
+    pytest.importorskip("tract")
+    from runtime_cases import distilled
+
+    from kldiv_onnx.interop.validate import validate
+
+    model, feeds = distilled()
+    rows = _rows(validate(model, inputs=feeds))
+    assert rows["OpenVINO"]["status"] == rows["tract (inlined)"]["status"] == "ok"
+
+
+def test_validate_says_not_installed(monkeypatch):
+    from kldiv_onnx.interop.validate import UNAVAILABLE, validate
+
+    real = importlib.util.find_spec
+    hidden = {"openvino", "tract"}
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name in hidden else real(name, *a)
+    )
+    rows = _rows(validate(reduction="sum"))
+    for name, module in (("OpenVINO", "openvino"), ("tract (inlined)", "tract")):
+        assert rows[name]["status"] == UNAVAILABLE
+        assert rows[name]["note"] == f"{module} not installed"
