@@ -331,3 +331,60 @@ def test_one_file_for_onnxruntime_and_openvino_and_a_portable_one_for_tract():
     for adapter, model in runs:
         for g, w in zip(adapter.load(model)(feeds), want, strict=True):
             np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6, err_msg=adapter.name)
+
+
+@functools.cache
+def encoder_export(exporter: str) -> bytes:
+    """A transformer encoder layer (attention, GELU, two LayerNorms), a mean over the
+    sequence, a head and the 'mean' KL loss: torch 2.13 at its default opset."""
+    torch = pytest.importorskip("torch")
+
+    class Encoder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.enc = torch.nn.TransformerEncoderLayer(
+                16, 2, 32, dropout=0.0, batch_first=True, activation="gelu"
+            )
+            self.head = torch.nn.Linear(16, CLASSES)
+
+        def forward(self, x, target):
+            logits = self.head(self.enc(x).mean(1))
+            log_p = torch.log_softmax(logits, -1)
+            return logits, torch.nn.functional.kl_div(log_p, target, reduction="mean")
+
+    args = (torch.randn(2, 5, 16), torch.softmax(torch.randn(2, CLASSES), -1))
+    names = {"input_names": ["x", "target"], "output_names": ["logits", "loss"]}
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if exporter == "dynamo":
+                program = torch.onnx.export(Encoder().eval(), args, dynamo=True, **names)
+                return program.model_proto.SerializeToString()
+            buffer = io.BytesIO()
+            torch.onnx.export(Encoder().eval(), args, buffer, dynamo=False, **names)
+            return buffer.getvalue()
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_a_transformer_encoder_export_comes_out_whole_on_the_npu(exporter):
+    original = onnx.load_from_string(encoder_export(exporter))
+    assert _ai_onnx(original) == 20
+    prepared = prepare(original, "cann")
+    assert prepared.ok, prepared.placement.format()
+    assert prepared.fused == 1
+    assert prepared.rewritten["LayerNormalization"] == 2 and prepared.rewritten["Gelu"] == 1
+    assert prepared.rewritten["ReduceMean"] == 1  # the mean over the sequence (opset-18 form)
+    assert "Reshape" in prepared.relabelled
+    rng = np.random.default_rng(4)
+    z = rng.standard_normal((3, CLASSES))
+    feeds = {
+        "x": rng.standard_normal((2, 5, 16)).astype(np.float32),
+        "target": (np.exp(z) / np.exp(z).sum(-1, keepdims=True)).astype(np.float32)[:2],
+    }
+    for g, w in zip(_ort(prepared.model, feeds), _ort(original, feeds), strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)

@@ -163,7 +163,11 @@ def lower(model: onnx.ModelProto, target: int) -> Lowered:
         problems.append(f"{label(node)}: nodes inside subgraphs are not lowered")
     if problems:
         raise ValueError(f"cannot lower ai.onnx opset {source} to {target}: " + "; ".join(problems))
-    rewritten = {op: n - left.get(op, 0) for op, n in counts.items() if n - left.get(op, 0) > 0}
+    rewritten = {  # the constants a rewritten node alone read are gone too: not counted
+        op: n - left.get(op, 0)
+        for op, n in counts.items()
+        if op in RULE_OPS and n - left.get(op, 0) > 0
+    }
 
     out = ir.serde.serialize_model(ir_model)
     for function in out.functions:
