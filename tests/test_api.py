@@ -184,3 +184,208 @@ def test_errors_before_any_session(monkeypatch):
         kl_div(np.zeros((2, 3), np.float32), np.zeros((4, 3), np.float32), backend="composite")
     with pytest.raises(TypeError):
         kl_div(np.zeros(2, np.float32), np.zeros(2, np.float64), backend="composite")
+
+
+def test_masked_arrays_rejected():
+    """A masked array's mask would be silently dropped: TypeError, for either argument."""
+    ok = np.full((2, 2), 0.5, np.float32)
+    masked = np.ma.array(ok, mask=[[True, False], [False, False]])
+    for args in ((masked, ok), (ok, masked)):
+        with pytest.raises(TypeError, match="masked array"):
+            kl_div(*args, "sum")
+        with pytest.raises(TypeError, match="masked array"):
+            KLDivLoss("sum")(*args)
+    loss = KLDivLoss("sum")
+    loss(ok, ok)  # a prepared call for these shapes exists: still refused
+    with pytest.raises(TypeError, match="masked array"):
+        loss(masked, ok)
+
+
+# --- the prepared call: same results as an unprepared run, every path ------------------------
+
+
+def _plain(x, t, reduction, log_target=False, backend="composite"):
+    """The loss through runtime.session + runtime.run, as kl_div ran it before it was cached."""
+    from kldiv_onnx._contract import Variant, dtype_name
+
+    sess = kldiv_onnx.runtime.session(
+        kldiv_onnx.api._model_bytes(
+            Variant(reduction, log_target), dtype_name(x.dtype), (x.ndim, t.ndim)
+        ),
+        providers=["CPUExecutionProvider"],
+        fused=backend == "fused",
+    )
+    return kldiv_onnx.runtime.run(sess, {"input": x, "target": t})[0]
+
+
+def _expected(x, t, reduction, backend):
+    """What a call must return, bit for bit: the unprepared run of contiguous copies."""
+    x, t = np.ascontiguousarray(x), np.ascontiguousarray(t)
+    if backend == "numpy":
+        return np.asarray(reference(x, t, reduction).astype(x.dtype))
+    return _plain(x, t, reduction, backend=backend)
+
+
+def _same(out, want):
+    assert out.dtype == want.dtype and out.shape == want.shape
+    assert out.tobytes() == want.tobytes()
+
+
+ONNX_BACKENDS = [b for b in BACKENDS if b != "numpy"]
+BIG = (64, 1000)  # 256 KB of float32: above COPY_BYTES, bound by address
+
+
+@pytest.mark.parametrize("backend", ONNX_BACKENDS)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize(
+    "shapes",
+    [((2, 2), (2, 2)), (BIG, BIG), (BIG, (1, 1000)), ((1, 1000), BIG), ((3, 4, 5), (5,))],
+    ids=str,
+)
+def test_prepared_calls_rebind_each_call(backend, reduction, shapes, dtype_name):
+    """Calls on new arrays of the same dtypes and shapes give each its own, fresh result,
+    bit for bit that of an unprepared run; the results of earlier calls are not overwritten."""
+    loss = KLDivLoss(reduction, backend=backend)
+    results = []
+    for seed in range(3):
+        x, t = make_inputs(*shapes, DTYPES[dtype_name], False, seed)
+        out = loss(x, t)
+        want = _plain(x, t, reduction, backend=backend)
+        _same(out, want)
+        results.append((out, want.copy()))
+    for out, want in results:
+        _same(out, want)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("shape", [(6, 8), (64, 2000)], ids=str)
+def test_non_contiguous_and_alternating_dtypes(backend, shape):
+    """Strided views, Fortran order and a dtype change at the same shapes."""
+    loss = KLDivLoss("none", backend=backend)
+    x, t = make_inputs(shape, shape, np.dtype(np.float32), False)
+    for xv, tv in ((x[:, ::2], t[:, ::2]), (x[:, 1::2], t[:, ::2]), (x.T, t.T)):
+        want = _expected(xv, tv, "none", backend)
+        _same(loss(xv, tv), want)
+        _same(loss(np.asfortranarray(xv), np.asfortranarray(tv)), want)
+    for name in ("float16", "float32", "bfloat16", "float32"):
+        xd, td = x.astype(DTYPES[name]), t.astype(DTYPES[name])
+        _same(loss(xd, td), _expected(xd, td, "none", backend))
+
+
+def test_dtype_checks_survive_the_cache():
+    """Errors do not depend on what ran before: a float64 or big-endian array of shapes
+    already prepared is still a TypeError, an unbroadcastable pair a ValueError."""
+    loss = KLDivLoss("sum")
+    ok = np.full((2, 3), 0.25, np.float32)
+    loss(ok, ok)
+    with pytest.raises(TypeError, match="float64"):
+        loss(ok.astype(np.float64), ok.astype(np.float64))
+    with pytest.raises(TypeError, match="float16 differs"):
+        loss(ok, ok.astype(np.float16))
+    with pytest.raises(TypeError, match=">f4"):
+        loss(ok.astype(">f4"), ok.astype(">f4"))
+    with pytest.raises(ValueError, match="not broadcastable"):
+        loss(ok, np.zeros((4, 3), np.float32))
+
+
+def test_no_file_system_per_call(monkeypatch):
+    """After the first call, neither the library's path nor any file is looked at."""
+    import os
+    import traceback
+
+    x, t = make_inputs((2, 2), (2, 2), np.dtype(np.float32), False)
+    loss = KLDivLoss("batchmean")
+    first = loss(x, t)
+    kl_div(x, t, "batchmean")
+    seen: list[str] = []
+
+    def spy(real):
+        def call(*args, **kwargs):
+            seen.append("".join(traceback.format_stack(limit=6)))
+            return real(*args, **kwargs)
+
+        return call
+
+    for module, name in ((native, "library_path"), (native, "available"), (os, "stat")):
+        monkeypatch.setattr(module, name, spy(getattr(module, name)))
+    monkeypatch.setattr(os, "open", spy(os.open))
+    outs = [f(x, t) for _ in range(3) for f in (loss, lambda a, b: kl_div(a, b, "batchmean"))]
+    monkeypatch.undo()
+    assert not seen, seen[0]
+    for out in outs:
+        np.testing.assert_array_equal(out, first)
+
+
+def test_clear_cache_retires_prepared_calls():
+    """kldiv_onnx.clear_cache() drops the sessions: the next call builds one again."""
+    x, t = make_inputs((3, 4), (3, 4), np.dtype(np.float32), False)
+    loss = KLDivLoss("sum", backend="composite")
+    first = loss(x, t)
+    kldiv_onnx.clear_cache()
+    assert kldiv_onnx.runtime.cache_info() == 0
+    np.testing.assert_array_equal(loss(x, t), first)
+    assert kldiv_onnx.runtime.cache_info() == 1
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("shape", [(2, 2), BIG], ids=str)
+def test_one_instance_many_threads(backend, shape):
+    """Threads calling one KLDivLoss (and kl_div) at once each get their own result."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    loss = KLDivLoss("none", backend=backend, threads=1)
+    inputs = [make_inputs(shape, shape, np.dtype(np.float32), False, s) for s in range(8)]
+    wants = [loss(x, t) for x, t in inputs]
+
+    def work(i: int) -> bool:
+        x, t = inputs[i % 8]
+        for _ in range(30):
+            if not np.array_equal(loss(x, t), wants[i % 8]):
+                return False
+            if not np.array_equal(kl_div(x, t, "none", backend=backend, threads=1), wants[i % 8]):
+                return False
+        return True
+
+    with ThreadPoolExecutor(8) as pool:
+        assert all(pool.map(work, range(16)))
+
+
+def test_threads_argument():
+    x, t = make_inputs((4, 5), (4, 5), np.dtype(np.float32), False)
+    want = kl_div(x, t, "sum")
+    for threads in (None, 0, 1, 2):
+        assert kl_div(x, t, "sum", threads=threads) == want
+        assert KLDivLoss("sum", threads=threads)(x, t) == want
+    assert "threads=1" in repr(KLDivLoss(threads=1))
+    for bad in (-1, 1.5, "2", True):
+        with pytest.raises(ValueError, match="threads"):
+            KLDivLoss(threads=bad)
+        with pytest.raises(ValueError, match="threads"):
+            kl_div(x, t, threads=bad)
+
+
+def test_kl_div_arguments_checked_every_call():
+    """kl_div keeps a KLDivLoss per argument set: values equal to a cached one but of another
+    type (1.0 for True) are still checked."""
+    x = np.full(3, 0.5, np.float32)
+    kl_div(x, x, "sum", True)
+    for bad in (1.0, "no", 2):
+        with pytest.raises(ValueError, match="log_target"):
+            kl_div(x, x, "sum", bad)
+    with pytest.raises(ValueError, match="reduction"):
+        kl_div(x, x, ["sum"])
+    with pytest.raises(ValueError, match="backend"):
+        kl_div(x, x, backend="gpu")
+
+
+def test_pickle_and_copy():
+    """A KLDivLoss pickles (without its prepared calls) and the copy computes the same."""
+    import copy
+    import pickle
+
+    x, t = make_inputs((4, 5), (4, 5), np.dtype(np.float32), False)
+    loss = KLDivLoss("batchmean", threads=1)
+    want = loss(x, t)
+    for other in (pickle.loads(pickle.dumps(loss)), copy.deepcopy(loss)):
+        assert repr(other) == repr(loss)
+        np.testing.assert_array_equal(other(x, t), want)
