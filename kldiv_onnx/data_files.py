@@ -9,10 +9,12 @@ too many, a dtype, a rank or a static dim other than the model's) is a ``ValueEr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import onnx
 
 from ._contract import DTYPES
 from .model_io import check_input_file
@@ -28,6 +30,42 @@ def ort_dtype(type_name: str) -> np.dtype:
     return DTYPES[name] if name in DTYPES else np.dtype(name)
 
 
+@dataclass(frozen=True)
+class InputSpec:
+    """A model input as declared: name, dtype and dims (ints, dim names, or None)."""
+
+    name: str
+    dtype: np.dtype
+    dims: tuple[int | str | None, ...]
+
+
+def session_inputs(sess: Any) -> list[InputSpec]:
+    """The inputs of an onnxruntime session (``get_inputs()``)."""
+    return [InputSpec(i.name, ort_dtype(i.type), tuple(i.shape)) for i in sess.get_inputs()]
+
+
+def declared_inputs(model: onnx.ModelProto) -> list[InputSpec]:
+    """The graph inputs of a model that are not initializers."""
+    initializers = {i.name for i in model.graph.initializer}
+    specs = []
+    for vi in model.graph.input:
+        if vi.name in initializers:
+            continue
+        tensor = vi.type.tensor_type
+        elem = tensor.elem_type
+        dtype = (
+            DTYPES["bfloat16"]
+            if elem == onnx.TensorProto.BFLOAT16
+            else np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem))
+        )
+        dims = tuple(
+            d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+            for d in tensor.shape.dim
+        )
+        specs.append(InputSpec(vi.name, dtype, dims))
+    return specs
+
+
 def _read(path: str) -> dict[str | None, np.ndarray] | np.ndarray:
     check_input_file(path, "data file")
     try:
@@ -40,7 +78,11 @@ def _read(path: str) -> dict[str | None, np.ndarray] | np.ndarray:
     return loaded
 
 
-def _check(name: str, array: np.ndarray, dtype: np.dtype, dims: Sequence[Any]) -> np.ndarray:
+def check_feed(spec: InputSpec, array: np.ndarray) -> np.ndarray:
+    """``array`` if it fits ``spec`` (2-byte void data read as bfloat16 where it is
+    bfloat16), else ``TypeError`` (dtype) or ``ValueError`` (rank, static dim)."""
+    name, dtype, dims = spec.name, spec.dtype, spec.dims
+    array = np.asarray(array)
     if array.dtype == np.dtype("V2") and dtype == DTYPES["bfloat16"]:
         array = array.view(DTYPES["bfloat16"])
     if array.dtype != dtype:
@@ -57,12 +99,23 @@ def _check(name: str, array: np.ndarray, dtype: np.dtype, dims: Sequence[Any]) -
     return array
 
 
-def read_feeds(paths: Sequence[str], inputs: Sequence[Any]) -> dict[str, np.ndarray]:
-    """The feeds for a model whose inputs are ``inputs`` (objects with ``name``, ``type`` and
-    ``shape``, as onnxruntime's ``get_inputs()`` returns), read from ``paths``: ``file.npz``
+def check_feeds(feeds: Mapping[str, np.ndarray], specs: Sequence[InputSpec]) -> dict:
+    """``feeds`` checked against ``specs``: every input given, no other name, each fitting."""
+    order = [s.name for s in specs]
+    unknown = [n for n in feeds if n not in order]
+    if unknown:
+        raise ValueError(f"the model has no input {unknown[0]!r} (inputs: {order})")
+    missing = [n for n in order if n not in feeds]
+    if missing:
+        raise ValueError(f"no value given for model inputs {missing}")
+    return {s.name: check_feed(s, feeds[s.name]) for s in specs}
+
+
+def read_feeds(paths: Sequence[str], specs: Sequence[InputSpec]) -> dict[str, np.ndarray]:
+    """The feeds for a model whose inputs are ``specs``, read from ``paths``: ``file.npz``
     (keys are input names), ``file.npy`` (taken in input order) or ``NAME=file.npy``."""
-    declared = {i.name: i for i in inputs}
-    order = [i.name for i in inputs]
+    declared = {s.name for s in specs}
+    order = [s.name for s in specs]
     feeds: dict[str, np.ndarray] = {}
     positional = 0
     for spec in paths:
@@ -85,7 +138,4 @@ def read_feeds(paths: Sequence[str], inputs: Sequence[Any]) -> dict[str, np.ndar
             if key in feeds:
                 raise ValueError(f"input {key!r} is given twice")
             feeds[key] = array
-    missing = [n for n in order if n not in feeds]
-    if missing:
-        raise ValueError(f"no value given for model inputs {missing}")
-    return {n: _check(n, feeds[n], ort_dtype(declared[n].type), declared[n].shape) for n in order}
+    return check_feeds(feeds, specs)

@@ -26,7 +26,11 @@ SEED_TARGET = np.array([[0.0, 1.0], [1.0, 0.0]], dtype=np.float32)
 
 def sample(shape: tuple[int, ...], dtype: np.dtype, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Seeded log-probabilities and probabilities over the last axis (some target entries
-    exactly 0): the inputs every layer's checks and the benchmark use."""
+    exactly 0): the inputs every layer's checks and the benchmark use. A 0-d shape is one
+    class (log-probability 0)."""
+    if not shape:
+        log_p, q = sample((1,), dtype, seed)
+        return log_p.reshape(()), q.reshape(())
     rng = np.random.default_rng(seed)
     logits = rng.standard_normal(shape)
     with np.errstate(divide="ignore"):  # an empty last axis

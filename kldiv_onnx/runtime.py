@@ -34,17 +34,20 @@ _building: dict[tuple, Future] = {}
 _lock = threading.Lock()
 
 
-def _model_source(model: ModelLike) -> tuple[bytes, str | bytes]:
-    """(the model's bytes, for the cache key; what onnxruntime loads). A path is handed to
-    onnxruntime as a path, so that external data resolves beside the model."""
+def _model_source(model: ModelLike) -> tuple[tuple, str | bytes]:
+    """(what identifies the model in the cache key; what onnxruntime loads). A path is handed
+    to onnxruntime as a path, so that external data resolves beside the model; its key names
+    the file too, since the same bytes in another folder may point at other data."""
     if isinstance(model, onnx.ModelProto):
         data = model.SerializeToString()
-        return data, data
+        return (hashlib.sha256(data).hexdigest(),), data
     if isinstance(model, (bytes, bytearray)):
-        return bytes(model), bytes(model)
+        data = bytes(model)
+        return (hashlib.sha256(data).hexdigest(),), data
     if isinstance(model, (str, os.PathLike)):
-        path = check_input_file(model, "model")
-        return path.read_bytes(), str(path.resolve())
+        path = check_input_file(model, "model").resolve()
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        return (digest, str(path)), str(path)
     raise TypeError(f"model must be a ModelProto, bytes or a path, got {type(model).__name__}")
 
 
@@ -112,13 +115,13 @@ def session(
     library is built; ``True``: required, ``FileNotFoundError`` if missing; ``False``: never).
     ``providers``/``provider_options``/``strict``: see :func:`kldiv_onnx.providers.resolve`.
     """
-    data, source = _model_source(model)
+    identity, source = _model_source(model)
     if threads is not None and (
         isinstance(threads, bool) or not isinstance(threads, int) or threads < 0
     ):
         raise ValueError(f"threads must be an int >= 0 (0: onnxruntime's default), got {threads!r}")
     asked = (
-        hashlib.sha256(data).hexdigest(),
+        identity,
         providers if isinstance(providers, str) else tuple(providers),
         tuple(sorted((p, tuple(sorted(o.items()))) for p, o in (provider_options or {}).items())),
         threads,

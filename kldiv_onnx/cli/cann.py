@@ -24,7 +24,9 @@ def register(sub: Any) -> None:
         "check", help="predict placement under an execution provider (exit 1 if a node leaves)"
     )
     p.add_argument("model", help="the .onnx file")
-    p.add_argument("--provider", choices=("cann",), default="cann")
+    p.add_argument(
+        "--provider", choices=("cann",), default="cann", help="the execution provider to check"
+    )
     p.add_argument(
         "--cann-mode",
         choices=MODES,

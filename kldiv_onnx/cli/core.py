@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import runtime
 from .._contract import DEFAULT_OPSET, DTYPES, REDUCTIONS
-from ..data_files import read_feeds
+from ..data_files import read_feeds, session_inputs
 from ..demo import demo
 from ..doctor import report
 from ..export import FORMS, build_model
@@ -64,7 +64,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except Exception as exc:  # onnxruntime's own errors: invalid model files
         raise UsageError(f"cannot load {args.model}: {_first_line(exc)}") from exc
     try:
-        feeds = read_feeds(args.inputs, sess.get_inputs())
+        feeds = read_feeds(args.inputs, session_inputs(sess))
     except (OSError, ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from exc
     try:
@@ -98,9 +98,13 @@ def register(sub: Any) -> None:
     """Add ``export``, ``run``, ``demo`` and ``doctor``."""
     p = sub.add_parser("export", help="write a KLDivLoss model")
     p.add_argument("output", help="path of the .onnx file to write")
-    p.add_argument("--reduction", choices=REDUCTIONS, default="mean")
-    p.add_argument("--log-target", action="store_true")
-    p.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
+    p.add_argument(
+        "--reduction", choices=REDUCTIONS, default="mean", help="how the loss is reduced"
+    )
+    p.add_argument("--log-target", action="store_true", help="the target is log-probabilities")
+    p.add_argument(
+        "--dtype", choices=tuple(DTYPES), default="float32", help="dtype of inputs and output"
+    )
     p.add_argument(
         "--input-shape",
         type=shape,
@@ -108,8 +112,19 @@ def register(sub: Any) -> None:
         help="comma-separated dims: ints, names or ?; default batch,classes",
     )
     p.add_argument("--target-shape", type=shape, default=None, help="default: the input's")
-    p.add_argument("--form", choices=FORMS, default="function")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET)
+    p.add_argument(
+        "--form",
+        choices=FORMS,
+        default="function",
+        help="function: one kldiv_onnx node with its body as a model-local function; "
+        "inline: the body's standard ops only",
+    )
+    p.add_argument(
+        "--opset",
+        type=int,
+        default=DEFAULT_OPSET,
+        help=f"ai.onnx opset to import (default {DEFAULT_OPSET}, the highest CANN takes)",
+    )
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("run", help="run a model on .npy/.npz inputs")
@@ -133,7 +148,7 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("demo", help="the seed example and a random case through every backend")
     p.add_argument("--size", type=int, default=1 << 20, help="elements of the random case")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("doctor", help="versions, providers, native library")

@@ -5,15 +5,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import numpy as np
-
 from .._contract import DTYPES, REDUCTIONS
+from ..data_files import declared_inputs, read_feeds
 from ..export import FORMS
 from ..interop.distill import distill
 from ..interop.embed import embed
 from ..interop.fuse import fuse
 from ..interop.validate import validate_model, validate_op, write_json
-from .common import UsageError, int_shape, read_model, write_model
+from ..model_io import check_output_path
+from .common import UsageError, int_shape, non_negative_float, read_model, write_model
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
@@ -80,15 +80,11 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     try:
+        if args.json:
+            check_output_path(args.json, "JSON file")
         if args.model:
             model = read_model(args.model)
-            inputs = None
-            if args.inputs:
-                try:
-                    with np.load(args.inputs, allow_pickle=False) as data:
-                        inputs = {k: data[k] for k in data.files}
-                except (OSError, ValueError) as exc:
-                    raise UsageError(f"cannot read {args.inputs}: {exc}") from exc
+            inputs = read_feeds(args.inputs, declared_inputs(model)) if args.inputs else None
             report = validate_model(model, inputs, seed=args.seed, rtol=args.rtol)
         else:
             if args.inputs:
@@ -100,6 +96,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
                 args.input_shape,
                 args.target_shape,
                 seed=args.seed,
+                rtol=args.rtol,
             )
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from exc
@@ -113,49 +110,72 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    """Add the subcommands to ``kldiv-onnx``'s subparsers."""
+    """Add ``embed``, ``distill``, ``fuse`` and ``validate``."""
     p = sub.add_parser("embed", help="add a KLDivLoss output to a model")
-    p.add_argument("model")
-    p.add_argument("output")
+    p.add_argument("model", help="the .onnx file to extend (left untouched)")
+    p.add_argument("output", help="the .onnx file to write (may be the model itself)")
     p.add_argument("--input", required=True, help="value holding log-probabilities (or logits)")
     p.add_argument("--target", default=None, help="existing value; default: a new graph input")
-    p.add_argument("--reduction", choices=REDUCTIONS, default="batchmean")
-    p.add_argument("--log-target", action="store_true")
+    p.add_argument(
+        "--reduction", choices=REDUCTIONS, default="batchmean", help="how the loss is reduced"
+    )
+    p.add_argument("--log-target", action="store_true", help="the target is log-probabilities")
     p.add_argument("--log-softmax", action="store_true", help="--input holds logits")
-    p.add_argument("--output-name", default="kldiv_loss")
-    p.add_argument("--form", choices=FORMS, default="function")
+    p.add_argument("--output-name", default="kldiv_loss", help="name of the new output")
+    p.add_argument(
+        "--form",
+        choices=FORMS,
+        default="function",
+        help="function: a kldiv_onnx node and its body; inline: standard ops only",
+    )
     p.set_defaults(func=_cmd_embed)
 
     p = sub.add_parser("distill", help="merge student and teacher with the distillation loss")
-    p.add_argument("student")
-    p.add_argument("teacher")
-    p.add_argument("output")
-    p.add_argument("--student-output", required=True)
-    p.add_argument("--teacher-output", required=True)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--reduction", choices=REDUCTIONS, default="batchmean")
+    p.add_argument("student", help="the student's .onnx file")
+    p.add_argument("teacher", help="the teacher's .onnx file (same input names)")
+    p.add_argument("output", help="the .onnx file to write")
+    p.add_argument("--student-output", required=True, help="the student's logits")
+    p.add_argument("--teacher-output", required=True, help="the teacher's logits")
+    p.add_argument("--temperature", type=float, default=1.0, help="softening temperature T (> 0)")
+    p.add_argument(
+        "--reduction", choices=REDUCTIONS, default="batchmean", help="how the loss is reduced"
+    )
     p.set_defaults(func=_cmd_distill)
 
     p = sub.add_parser("fuse", help="replace PyTorch's exported kl_div subgraphs with KLDivLoss")
-    p.add_argument("model")
-    p.add_argument("output")
+    p.add_argument("model", help="the exported .onnx file (left untouched)")
+    p.add_argument("output", help="the .onnx file to write")
     p.set_defaults(func=_cmd_fuse)
 
     p = sub.add_parser("validate", help="compare every runtime against the float64 reference")
     p.add_argument("model", nargs="?", default=None, help="model file (default: an op config)")
-    p.add_argument("--inputs", help=".npz with the model's inputs (default: generated)")
-    p.add_argument("--reduction", choices=REDUCTIONS, default="batchmean")
-    p.add_argument("--log-target", action="store_true")
-    p.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
-    p.add_argument("--input-shape", type=int_shape, default=[8, 10])
-    p.add_argument("--target-shape", type=int_shape, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--inputs",
+        nargs="+",
+        metavar="FILE",
+        help="the model's inputs, as for run: file.npz, file.npy (in input order) or "
+        "NAME=file.npy (default: generated)",
+    )
+    p.add_argument(
+        "--reduction", choices=REDUCTIONS, default="batchmean", help="op config: the reduction"
+    )
+    p.add_argument(
+        "--log-target", action="store_true", help="op config: the target is log-probabilities"
+    )
+    p.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="op config: the dtype")
+    p.add_argument(
+        "--input-shape", type=int_shape, default=[8, 10], help="op config: input dims (8,10)"
+    )
+    p.add_argument(
+        "--target-shape", type=int_shape, default=None, help="op config: default the input's"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated inputs")
     p.add_argument(
         "--rtol",
-        type=float,
+        type=non_negative_float,
         default=None,
-        help="model files: relative tolerance (default per dtype: float32 1e-4, float16 1e-2, "
-        "bfloat16 5e-2)",
+        help="relative tolerance, of max |reference| (default: for model files per dtype, "
+        "float32 1e-4, float16 1e-2, bfloat16 5e-2; for the op, its float32 error bound)",
     )
-    p.add_argument("--json", help="also write the table's data to this JSON file")
+    p.add_argument("--json", metavar="FILE", help="also write the table's data to this file")
     p.set_defaults(func=_cmd_validate)

@@ -14,6 +14,8 @@ from onnx import TensorProto
 
 from .base import Runner, Runtime, bodyless_kldiv, elem_types, graph_input_names
 
+_EMPTY = "tract 0.23 aborts the process on a reduction over an empty tensor"
+
 
 class Tract(Runtime):
     name = "tract (inlined)"
@@ -23,6 +25,12 @@ class Tract(Runtime):
     def unsupported(self, model: onnx.ModelProto) -> str | None:
         if TensorProto.BFLOAT16 in elem_types(model):
             return "tract has no bfloat16"
+        if any(
+            d.HasField("dim_value") and d.dim_value == 0
+            for vi in model.graph.input
+            for d in vi.type.tensor_type.shape.dim
+        ):
+            return _EMPTY
         return bodyless_kldiv(model)
 
     def load(self, model: onnx.ModelProto) -> Runner:
@@ -42,7 +50,10 @@ class Tract(Runtime):
             missing = [n for n in names if n not in feeds]
             if missing:
                 raise ValueError(f"no value given for model inputs {missing}")
-            outputs = runnable.run([np.ascontiguousarray(feeds[n]) for n in names])
+            arrays = [np.asarray(feeds[n], order="C") for n in names]  # 0-d stays 0-d
+            if any(a.size == 0 for a in arrays):
+                raise ValueError(_EMPTY)  # checked here: tract would abort the process
+            outputs = runnable.run(arrays)
             return [o.to_numpy() for o in outputs]
 
         return run
