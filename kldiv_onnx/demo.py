@@ -24,13 +24,21 @@ def _backends() -> list[tuple[str, bool | None]]:
     return rows
 
 
-def demo(size: int = 1 << 20, seed: int = 0) -> int:
+def demo_shape(size: int) -> tuple[int, int]:
+    """(rows, classes) of exactly ``size`` elements: rows of 1000 (or 1024) classes where
+    they divide it, else one row."""
+    classes = next((c for c in (1000, 1024) if size % c == 0), size)
+    return size // classes, classes
+
+
+def demo(size: int = 1000 * 1000, seed: int = 0) -> int:
     """Export models, run them fused and composite, validate against the float64 reference.
 
     Prints a table; returns 1 when a backend disagrees with the reference.
     """
-    classes = 1000
-    x, t = sample((max(size // classes, 1), classes), np.dtype(np.float32), seed)
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"size must be an int >= 1, got {size!r}")
+    x, t = sample(demo_shape(size), np.dtype(np.float32), seed)
     bf16 = DTYPES["bfloat16"]
     cases = [
         ("seed example", "mean", "float32", SEED_INPUT, SEED_TARGET),

@@ -413,3 +413,18 @@ def test_validate_leaks_no_runtime_warnings(capfd):
         validate(build_model("none", input_shape=[2, 2]), inputs={"input": x, "target": t})
     assert [w for w in caught if issubclass(w.category, RuntimeWarning)] == []
     assert "RuntimeWarning" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("size", "shape"), [(1, (1, 1)), (3000, (3, 1000)), (2048, (2, 1024)), (1001, (1, 1001))]
+)
+def test_demo_size_is_honoured(size, shape, capsys):
+    from kldiv_onnx.demo import demo_shape
+
+    assert demo_shape(size) == shape and shape[0] * shape[1] == size
+    assert main(["demo", "--size", str(size)]) == 0
+    assert f"random {shape}" in capsys.readouterr().out
+
+
+def test_demo_size_must_be_positive(capfd):
+    _one_line_exit_2(["demo", "--size", "0"], capfd)

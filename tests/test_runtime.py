@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -391,3 +392,62 @@ def test_check_fallback_catches_a_provider_that_did_not_start():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         providers.check_fallback(Sess(), [CPU], strict=True)
+
+
+def test_a_session_build_does_not_block_cache_hits(monkeypatch, fresh_cache):
+    """Sessions are built outside the cache lock: while one is being built, a cached one is
+    returned at once, and a second caller of the one being built gets that very session."""
+    model_a, model_b = build_model("sum"), build_model("mean")
+    cached = kldiv_onnx.session(model_b, fused=False)
+    real = runtime.ort.InferenceSession
+    building, release = threading.Event(), threading.Event()
+
+    def slow(*args, **kwargs):
+        building.set()
+        assert release.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runtime.ort, "InferenceSession", slow)
+    got: dict[str, object] = {}
+    first = threading.Thread(target=lambda: got.setdefault("a1", kldiv_onnx.session(model_a)))
+    first.start()
+    assert building.wait(30)
+    hit = threading.Thread(
+        target=lambda: got.setdefault("b", kldiv_onnx.session(model_b, fused=False))
+    )
+    hit.start()
+    hit.join(10)
+    assert not hit.is_alive() and got["b"] is cached  # not blocked by the build of A
+    second = threading.Thread(target=lambda: got.setdefault("a2", kldiv_onnx.session(model_a)))
+    second.start()
+    release.set()
+    first.join(30)
+    second.join(30)
+    assert got["a1"] is got["a2"]
+
+
+def test_share_thread_pool_keeps_one_pool():
+    """32 cached sessions with onnxruntime's default threads hold one pool, not 32."""
+    import subprocess
+    import sys
+
+    script = (
+        "import os, numpy as np, kldiv_onnx\n"
+        "from kldiv_onnx import runtime\n"
+        "runtime.share_thread_pool()\n"
+        "for i in range(32):\n"
+        "    m = kldiv_onnx.build_model('sum', input_shape=[i + 1, 4])\n"
+        "    x = np.zeros((i + 1, 4), np.float32)\n"
+        "    runtime.run(runtime.session(m), {'input': x, 'target': x})\n"
+        "assert runtime.cache_info() == 32\n"
+        "try:\n"
+        "    runtime.session(kldiv_onnx.build_model('mean'), threads=1)\n"
+        "except ValueError:\n"
+        "    pass\n"
+        "else:\n"
+        "    raise SystemExit('threads= accepted')\n"
+        "print(len(os.listdir('/proc/self/task')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout.split()[-1]) <= 8 + (os.cpu_count() or 1)

@@ -147,7 +147,13 @@ def register(sub: Any) -> None:
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("demo", help="the seed example and a random case through every backend")
-    p.add_argument("--size", type=int, default=1 << 20, help="elements of the random case")
+    p.add_argument(
+        "--size",
+        type=positive_int,
+        default=1000 * 1000,
+        help="elements of the random case: rows of 1000 or 1024 classes where they divide it, "
+        "else one row (default 1000000)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     p.set_defaults(func=_cmd_demo)
 
