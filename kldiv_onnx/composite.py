@@ -50,26 +50,105 @@ def ReduceNone(loss, input):
     return op.Identity(loss)
 
 
+# --- reductions: a sum in stages, scaled against overflow ------------------------------------
+#
+# One ReduceSum over n float32 terms drifts by up to ~n/lanes roundings (1.7e-2 relative at
+# 2**27 log-softmax terms in onnxruntime, where small terms stop registering against a large
+# running sum), and it overflows to inf when a partial sum passes float32's 3.4e38 although the
+# result does not. So the loss is flattened and summed in blocks of 1024 terms (the last one
+# zero-padded), then 1024 block sums at a time: four such stages, each a short chain, leave one
+# partial for up to 1024**4 = 2**40 terms (a last plain ReduceSum adds any further ones).
+#
+# Overflow: the terms are multiplied by 2**-10 before the first stage (exact for every term
+# above 2**-116), so each block sum is a block mean and cannot overflow. From there two rows
+# are summed side by side: ``lo``, not scaled again (total / 2**10), and ``hi``, scaled by
+# 2**-10 before each stage (total / 2**40: no partial exceeds the largest term). The result is
+# ``lo * (2**10 / count)`` where ``lo`` is finite, else ``hi * (2**40 / count)``, with count 1
+# for sum, the element count for mean and the rows for batchmean: one rounding of the factor
+# and one of the product. ``hi`` alone would lose digits for totals below 2**-86 (its partials
+# become subnormal); ``lo`` alone overflows when block means sum past 3.4e38.
+
+
+@script(_parts, default_opset=op)
+def FirstBlockSums(v):
+    """[1, n] -> [1, ceil(n / 1024)]: sums of consecutive blocks of 1024, the last one
+    filled up with zeros (concatenated: one copy of the terms, where Pad is slower in
+    onnxruntime and tract takes only constant pads); n = 0 gives [1, 0]."""
+    block = op.Constant(value_ints=[1024])
+    n = op.Gather(op.Shape(v), op.Constant(value_ints=[1]))  # Shape(start=1) needs opset 15
+    blocks = op.Div(op.Add(n, op.Constant(value_ints=[1023])), block)
+    fill = op.Sub(op.Mul(blocks, block), n)
+    zeros = op.ConstantOfShape(op.Concat(op.Constant(value_ints=[1]), fill, axis=0))
+    rows = op.Concat(v, zeros, axis=1)
+    shape = op.Concat(op.Constant(value_ints=[1]), blocks, block, axis=0)
+    return op.ReduceSum(op.Reshape(rows, shape), op.Constant(value_ints=[2]), keepdims=0)
+
+
+@script(_parts, default_opset=op)
+def BlockSums(v):
+    """[r, m] -> [r, ceil(m / 1024)] for the small later stages: 1023 zeros are padded and the
+    rows cut to a multiple of 1024 (tract cannot prove the volume of the reshape after a
+    computed fill there: its symbolic dims of nested divisions do not compare equal)."""
+    block = op.Constant(value_ints=[1024])
+    shape = op.Shape(v)
+    r = op.Gather(shape, op.Constant(value_ints=[0]))
+    m = op.Gather(shape, op.Constant(value_ints=[1]))
+    blocks = op.Div(op.Add(m, op.Constant(value_ints=[1023])), block)
+    padded = op.Pad(v, op.Constant(value_ints=[0, 0, 0, 1023]))
+    cut = op.Slice(
+        padded, op.Constant(value_ints=[0]), op.Mul(blocks, block), op.Constant(value_ints=[1])
+    )
+    rows = op.Reshape(cut, op.Concat(r, blocks, block, axis=0))
+    return op.ReduceSum(rows, op.Constant(value_ints=[2]), keepdims=0)
+
+
+@script(_parts, default_opset=op)
+def StagedTotals(loss):
+    """[lo, hi]: the total of ``loss`` (any rank) divided by 2**10 and by 2**40, summed in
+    four stages of blocks of 1024 (see above)."""
+    flat = op.Reshape(loss, op.Constant(value_ints=[1, -1]))
+    means = FirstBlockSums(op.Mul(flat, op.Constant(value_float=0.0009765625)))  # 2**-10
+    scales = op.Constant(value_floats=[1.0, 0.0009765625])
+    scales = op.Reshape(scales, op.Constant(value_ints=[2, 1]))  # lo: 1, hi: 2**-10
+    partials = BlockSums(op.Mul(op.Concat(means, means, axis=0), scales))
+    partials = BlockSums(op.Mul(partials, scales))
+    partials = BlockSums(op.Mul(partials, scales))
+    return op.ReduceSum(partials, op.Constant(value_ints=[1]), keepdims=0)
+
+
+@script(_parts, default_opset=op)
+def TotalOver(loss, count):
+    """The total of ``loss`` divided by ``count`` (a float32 scalar), from :func:`StagedTotals`:
+    ``lo`` where it is finite, else ``hi``. An empty loss with count 0 gives 0 * inf = NaN."""
+    totals = StagedTotals(loss)
+    lo = op.Gather(totals, op.Constant(value_int=0))
+    hi = op.Gather(totals, op.Constant(value_int=1))
+    lo_result = op.Mul(lo, op.Div(op.Constant(value_float=1024.0), count))
+    hi_result = op.Mul(hi, op.Div(op.Constant(value_float=1099511627776.0), count))  # 2**40
+    finite = op.Less(op.Abs(lo), op.Constant(value_float=float("inf")))
+    return op.Where(finite, lo_result, hi_result)
+
+
 @script(_parts, default_opset=op)
 def ReduceTotal(loss, input):
-    return op.ReduceSum(loss, keepdims=0)
+    return TotalOver(loss, op.Constant(value_float=1.0))
 
 
 @script(_parts, default_opset=op)
 def ReduceMean(loss, input):
-    """Sum / element count (onnxruntime's ReduceMean gives 0, not NaN, for an empty tensor)."""
+    """Total / element count (onnxruntime's ReduceMean gives 0, not NaN, for an empty tensor)."""
     count = op.ReduceProd(op.Shape(loss), keepdims=0)  # 1 for a 0-d loss
-    return op.Div(op.ReduceSum(loss, keepdims=0), op.Cast(count, to=_FLOAT))
+    return TotalOver(loss, op.Cast(count, to=_FLOAT))
 
 
 @script(_parts, default_opset=op)
 def ReduceBatchMean(loss, input):
-    """Sum / input.shape[0]; a 0-d input has shape [] and divides by the appended 1."""
+    """Total / input.shape[0]; a 0-d input has shape [] and divides by the appended 1."""
     rows = op.Gather(
         op.Concat(op.Shape(input), op.Constant(value_ints=[1]), axis=0),
         op.Constant(value_int=0),
     )
-    return op.Div(op.ReduceSum(loss, keepdims=0), op.Cast(rows, to=_FLOAT))
+    return TotalOver(loss, op.Cast(rows, to=_FLOAT))
 
 
 _POINTWISE = {False: Pointwise, True: PointwiseLogTarget}

@@ -199,5 +199,5 @@ def test_reference_ops_reject_a_bad_log_target():
 
     x, t = make_inputs((3, 4), (3, 4), np.dtype(np.float32), False)
     sess = ReferenceEvaluator(_generic_model({"log_target": 2}), new_ops=reference_ops())
-    with pytest.raises(ValueError, match="log_target must be 0 or 1"):
+    with pytest.raises(ValueError, match="log_target=2 must be 0 or 1"):
         sess.run(None, {"input": x, "target": t})
