@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-    from kldiv_onnx.compare import compare
+    from kldiv_onnx.comparison import compare
 
     folder = args.out or Path(tempfile.mkdtemp(prefix="digits_compare."))
     folder.mkdir(parents=True, exist_ok=True)

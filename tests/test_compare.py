@@ -23,8 +23,8 @@ from compare_cases import (
     write_sources,
 )
 
-from kldiv_onnx.compare import CompareReport, compare
-from kldiv_onnx.compare.models import kl_model
+from kldiv_onnx.comparison import CompareReport, compare
+from kldiv_onnx.comparison.models import kl_model
 
 
 @pytest.fixture(scope="module")
@@ -367,7 +367,7 @@ def test_report_dict_and_table(case):
 
 def test_plot(case, tmp_path):
     pytest.importorskip("matplotlib")  # the bench extra
-    from kldiv_onnx.compare.plot import plot
+    from kldiv_onnx.comparison.plot import plot
 
     report = compare(case["base"], case["candidate"], case["sources"]["npz"])
     path = plot(report, tmp_path / "kl.png")

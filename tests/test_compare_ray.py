@@ -19,7 +19,7 @@ from compare_cases import (
     write_sources,
 )
 
-from kldiv_onnx.compare import compare
+from kldiv_onnx.comparison import compare
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,10 @@ import argparse
 import json
 import sys
 
-from ..compare import DEFAULT_BATCH_SIZE, ENGINES, KINDS
-from .common import UsageError
+from ..comparison import DEFAULT_BATCH_SIZE, ENGINES, KINDS, compare, provider_list
+from ..comparison.plot import plot
+from ..model_io import check_output_path, write_bytes
+from .common import UsageError, positive_int
 
 DESCRIPTION = (
     "Measure how far a candidate model's output distribution drifts from a base model's over a "
@@ -17,16 +19,6 @@ DESCRIPTION = (
     "p90, p99, p99.9, max and the worst samples. Set RAY_ADDRESS to run --engine ray on an "
     "existing Ray cluster."
 )
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {text!r}")
-    return value
 
 
 def _positive_float(text: str) -> float:
@@ -74,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_BATCH_SIZE,
         metavar="N",
         help=f"rows read and run at a time (default {DEFAULT_BATCH_SIZE})",
@@ -99,7 +91,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--limit",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="compare only the first N rows of the data",
     )
@@ -116,8 +108,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _check_output(path: str | None, what: str) -> None:
     if path is None:
         return
-    from ..model_io import check_output_path
-
     try:
         check_output_path(path, what)
     except ValueError as exc:
@@ -125,8 +115,6 @@ def _check_output(path: str | None, what: str) -> None:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from ..compare import compare, provider_list
-
     # everything that can fail cheaply fails before the long run
     _check_output(args.json, "--json file")
     _check_output(args.plot, "--plot file")
@@ -167,8 +155,6 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         raise UsageError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
     print(report.table())
     if args.json is not None:
-        from ..model_io import write_bytes
-
         text = json.dumps(report.to_dict(), indent=2) + "\n"
         try:
             write_bytes(args.json, text.encode(), "--json file")
@@ -176,8 +162,6 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             raise UsageError(str(exc)) from exc
         print(f"wrote {args.json}")
     if args.plot is not None:
-        from ..compare.plot import plot
-
         try:
             plot(report, args.plot)
         except ValueError as exc:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from ..model_io import atomic_write
 from .report import CompareReport
 
 _MARKS = (("median", "median"), ("p90", "p90"), ("p99", "p99"), ("p999", "p99.9"), ("max", "max"))
@@ -66,20 +66,6 @@ def plot(report: CompareReport, path: str | os.PathLike) -> Path:
     )
     target = Path(path)
     fmt = target.suffix[1:].lower() or "png"
-    try:
-        from ..model_io import atomic_write
-    except ImportError:  # before the shared writer landed
-        atomic_write = None
-    if atomic_write is not None:
-        with atomic_write(target, "plot") as tmp:
-            fig.savefig(tmp, dpi=120, format=fmt)
-        return target
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
+    with atomic_write(target, "plot") as tmp:
         fig.savefig(tmp, dpi=120, format=fmt)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return target

@@ -84,7 +84,7 @@ def compare(
     ``base``/``candidate``: model paths, bytes or ``ModelProto``s taking the same inputs.
     ``data``: an ``.npz`` (keys = input names), a folder of ``.npz`` shards, or Parquet (a file
     or a folder; one column per input, fixed-size list columns for multi-dimensional inputs);
-    see :mod:`kldiv_onnx.compare.data`. ``output``: the compared output where the models have
+    see :mod:`kldiv_onnx.comparison.data`. ``output``: the compared output where the models have
     several. ``kind``: what the output holds along its last (class) axis: ``'logits'``
     (divided by ``temperature``, then log-softmax), ``'log-probs'`` or ``'probs'``. A sample is
     one position of the output's leading axes (one data row for a ``(batch, classes)`` output),

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import providers as _providers
 from .. import runtime
 from .data import Dataset
 from .models import needs_mask
@@ -332,8 +333,6 @@ def run_ray(
         ray_data_logger.setLevel(level)
         if started:
             ray.shutdown()
-    from .. import providers as _providers
-
     names = [_providers.resolve(p)[0] for p in job.providers]
     return results, names
 

@@ -25,7 +25,6 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import ml_dtypes
 import numpy as np
@@ -33,6 +32,8 @@ import onnx
 from onnx import TensorProto, helper
 
 from .._contract import DEFAULT_OPSET, DOMAIN, DOMAIN_VERSION, IR_VERSION, op_name
+from ..export import build_model
+from ..model_io import load_model
 from .data import Column
 
 KINDS = ("logits", "log-probs", "probs")
@@ -98,25 +99,9 @@ class ModelInfo:
 def _load_proto(model: object, what: str) -> onnx.ModelProto:
     """The project's one loader where it exists (external data read beside the file)."""
     try:
-        from ..model_io import load_model
-    except ImportError:  # before the loader landed
-        load_model = None
-    if load_model is not None:
-        try:
-            return load_model(model, what)  # type: ignore[arg-type]
-        except FileNotFoundError as exc:
-            raise ValueError(str(exc)) from exc
-    label = os.fspath(model) if isinstance(model, (str, os.PathLike)) else "<bytes>"
-    if isinstance(model, (str, os.PathLike)) and not Path(label).is_file():
-        raise ValueError(f"{what} {label!r} does not exist")
-    try:
-        if isinstance(model, onnx.ModelProto):
-            return model
-        if isinstance(model, (bytes, bytearray)):
-            return onnx.load_from_string(bytes(model))
-        return onnx.load(label)
-    except Exception as exc:  # protobuf's DecodeError and friends
-        raise ValueError(f"{what} {label!r} is not an ONNX model: {_first_line(exc)}") from exc
+        return load_model(model, what)  # type: ignore[arg-type]
+    except FileNotFoundError as exc:
+        raise ValueError(str(exc)) from exc
 
 
 def load(model: object, role: str) -> ModelInfo:
@@ -246,8 +231,6 @@ def kl_model(
 ) -> onnx.ModelProto:
     """The KL model of the module doc for outputs of ``kind`` at ``temperature``; ``masked``
     adds the mask for zero base probabilities."""
-    from ..export import build_model
-
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     function = build_model("none", True, "float32", form="function", opset=opset).functions[0]
