@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._contract import DOMAIN, GENERIC_OP, check_reduction, variant_ops
+from ._contract import DOMAIN, GENERIC_OP, REDUCTIONS, check_reduction, variant_ops
 
 SEED_INPUT = np.array([[0.5, 0.5], [0.4, 0.6]], dtype=np.float32)
 """The spec page's example input (MindSpore ``mint.nn.KLDivLoss``)."""
@@ -131,8 +131,6 @@ def reference_ops() -> list[type]:
     ``KLDivLoss`` (attributes ``reduction``, ``log_target``), which has no function body."""
     from onnx import AttributeProto
     from onnx.reference.op_run import OpRun  # onnx.reference is heavy: only when asked
-
-    from ._contract import REDUCTIONS
 
     class _KLDivLoss(OpRun):
         op_domain = DOMAIN
