@@ -86,7 +86,8 @@ def cases(quick: bool) -> list[tuple[str, bool, tuple, tuple]]:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     line = text.splitlines()[0] if text else type(exc).__name__
-    return line[:90]
+    line = line.removeprefix("OpenVINO cannot read the model: ")
+    return line if len(line) <= 80 else line[:79] + "…"
 
 
 def cell(runtime: Runtime, form: str, dtype: str, todo: list) -> str:
@@ -117,6 +118,15 @@ def cell(runtime: Runtime, form: str, dtype: str, todo: list) -> str:
     return result if not first else f"{result}: {first}"
 
 
+def _cpu() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    except OSError:
+        names = []
+    return f"{names[0] if names else platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
+
+
 def table(quick: bool = False) -> dict:
     todo = cases(quick)
     rows = []
@@ -125,7 +135,7 @@ def table(quick: bool = False) -> dict:
         rows.append({"runtime": runtime.name, "version": runtime.version(), "cells": cells})
     return {
         "cases_per_cell": len(todo),
-        "machine": f"{platform.machine()}, {platform.processor() or platform.system()}",
+        "machine": _cpu(),
         "python": platform.python_version(),
         "rows": rows,
     }
