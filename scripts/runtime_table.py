@@ -124,7 +124,8 @@ def _cpu() -> str:
             names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
     except OSError:
         names = []
-    return f"{names[0] if names else platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
+    name = names[0] if names else platform.processor() or platform.machine()
+    return f"{name}, {os.cpu_count()} CPUs"
 
 
 def table(quick: bool = False) -> dict:
