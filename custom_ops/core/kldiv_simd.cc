@@ -111,6 +111,58 @@ HWY_INLINE float LoadScalar(const typename Storage<kT>::type* p) {
   }
 }
 
+// log(m) + e * ln 2 for m = 1 + f in [sqrt(1/2), sqrt(2)): Cephes' logf polynomial (log(1 + f)
+// = f - f^2/2 + f^3 P(f), error about 1 ulp) with fdlibm's ln 2 split in two positive parts, so
+// that e = +inf gives +inf (not inf - inf). No division: Highway's Log divides once per vector,
+// and the divider bounded the whole loop (about 10 cycles per AVX-512 vector).
+HWY_INLINE VF LogReduced(DF d, VF f, VF e) {
+  // P(f) = a0 + a1 f + ... + a8 f^8 by Estrin's scheme: half the dependency chain of Horner's
+  // (the loop is latency bound once the scheduler fills).
+  const VF f2 = hn::Mul(f, f);
+  const VF f4 = hn::Mul(f2, f2);
+  const VF p01 = hn::MulAdd(hn::Set(d, -2.4999993993e-1f), f, hn::Set(d, 3.3333331174e-1f));
+  const VF p23 = hn::MulAdd(hn::Set(d, -1.6668057665e-1f), f, hn::Set(d, 2.0000714765e-1f));
+  const VF p45 = hn::MulAdd(hn::Set(d, -1.2420140846e-1f), f, hn::Set(d, 1.4249322787e-1f));
+  const VF p67 = hn::MulAdd(hn::Set(d, -1.1514610310e-1f), f, hn::Set(d, 1.1676998740e-1f));
+  const VF p03 = hn::MulAdd(p23, f2, p01);
+  const VF p47 = hn::MulAdd(p67, f2, p45);
+  const VF p08 = hn::MulAdd(hn::MulAdd(hn::Set(d, 7.0376836292e-2f), f4, p47), f4, p03);
+  // log(1 + f) + e ln2 = e ln2_hi + (f + (f^3 P(f) + e ln2_lo - f^2 / 2)): e ln2_hi is exact
+  // and the small terms are added first, so only the last addition rounds at the result's
+  // scale.
+  const VF low = hn::MulAdd(e, hn::Set(d, 9.0580006145e-6f), hn::Mul(hn::Set(d, -0.5f), f2));
+  const VF log1pf = hn::Add(f, hn::MulAdd(p08, hn::Mul(f, f2), low));
+  return hn::MulAdd(e, hn::Set(d, 0.69313812256f), log1pf);
+}
+
+// log(t) for t > 0 (subnormals included) and t = +inf; NaN for t < 0 and NaN t on AVX-512,
+// unspecified there on AVX2 (Loss masks those lanes).
+HWY_INLINE VF LogPositive(DF d, VF t) {
+#if HWY_TARGET == HWY_AVX3
+  // t = m * 2^e with m in [1, 2) (NaN for negative t), exact for subnormals: two instructions.
+  const VF m{_mm512_getmant_ps(t.raw, _MM_MANT_NORM_1_2, _MM_MANT_SIGN_nan)};
+  const VF e{_mm512_getexp_ps(t.raw)};
+  // m > sqrt(2): log(m / 2) + (e + 1) ln 2, so that f = m - 1 stays in [sqrt(1/2) - 1,
+  // sqrt(2) - 1]. Both candidates are computed and one picked (shorter chain than m *= 0.5).
+  const auto big = hn::Gt(m, hn::Set(d, 1.41421353816986083984375f));
+  const VF f = hn::IfThenElse(big, hn::MulAdd(m, hn::Set(d, 0.5f), hn::Set(d, -1.0f)),
+                              hn::Sub(m, hn::Set(d, 1.0f)));
+  return LogReduced(d, f, hn::IfThenElse(big, hn::Add(e, hn::Set(d, 1.0f)), e));
+#else
+  const hn::RebindToSigned<DF> di;
+  const auto subnormal = hn::Lt(t, hn::Set(d, 1.17549435e-38f));
+  t = hn::IfThenElse(subnormal, hn::Mul(t, hn::Set(d, 33554432.0f)), t);  // * 2^25: normal
+  // bits - bits(sqrt(1/2)): the exponent field becomes e with the mantissa in [sqrt(1/2),
+  // sqrt(2)); subtracting e from the exponent of t leaves m.
+  const auto bits = hn::BitCast(di, t);
+  const auto k = hn::ShiftRight<23>(hn::Sub(bits, hn::Set(di, 0x3F3504F3)));
+  const VF m = hn::BitCast(d, hn::Sub(bits, hn::ShiftLeft<23>(k)));
+  VF e = hn::ConvertTo(d, k);
+  e = hn::IfThenElse(subnormal, hn::Sub(e, hn::Set(d, 25.0f)), e);
+  return LogReduced(d, hn::Sub(m, hn::Set(d, 1.0f)), e);
+#endif
+}
+
 template <bool kLogTarget>
 HWY_INLINE VF Loss(DF d, VF x, VF t) {
   if constexpr (kLogTarget) {
@@ -121,11 +173,13 @@ HWY_INLINE VF Loss(DF d, VF x, VF t) {
     e = hn::IfThenZeroElse(hn::Lt(t, hn::Set(d, -104.0f)), e);
     return hn::Mul(e, hn::Sub(t, x));
   } else {
-    // t * (log(t) - x), 0 where t == 0. Log is valid on (0, FLT_MAX] (subnormals included):
-    // t < 0 gives NaN, t = +inf gives +inf; NaN t propagates through the product.
-    VF lg = hn::Log(d, t);
+    // t * (log(t) - x), 0 where t == 0 (and -0). t < 0 gives NaN, t = +inf gives +inf; NaN t
+    // propagates through the product.
+    VF lg = LogPositive(d, t);
+#if HWY_TARGET != HWY_AVX3
     lg = hn::IfThenElse(hn::Lt(t, hn::Zero(d)), hn::NaN(d), lg);
     lg = hn::IfThenElse(hn::Eq(t, hn::Inf(d)), hn::Inf(d), lg);
+#endif
     return hn::IfThenZeroElse(hn::Eq(t, hn::Zero(d)), hn::Mul(t, hn::Sub(lg, x)));
   }
 }
@@ -155,6 +209,15 @@ void PointwiseRun(const void* xv, const void* tv, int64_t n, void* outv) {
   const VF xs = hn::Set(d, kSX ? 0.0f : LoadScalar<kT>(x));
   const VF ts = hn::Set(d, kST ? 0.0f : LoadScalar<kT>(t));
   int64_t i = 0;
+  for (; i + 4 * lanes <= n; i += 4 * lanes) {  // four independent chains per step
+    VF l[4];
+    for (int k = 0; k < 4; ++k) {
+      const VF xk = kSX ? LoadVec<kT>(d, x + i + k * lanes) : xs;
+      const VF tk = kST ? LoadVec<kT>(d, t + i + k * lanes) : ts;
+      l[k] = Loss<kLogTarget>(d, xk, tk);
+    }
+    for (int k = 0; k < 4; ++k) StoreVec<kT>(d, l[k], out + i + k * lanes);
+  }
   for (; i + lanes <= n; i += lanes) {
     const VF xi = kSX ? LoadVec<kT>(d, x + i) : xs;
     const VF ti = kST ? LoadVec<kT>(d, t + i) : ts;
@@ -183,34 +246,39 @@ double SumRun(const void* xv, const void* tv, int64_t n) {
   const VF ts = hn::Set(d, kST ? 0.0f : LoadScalar<kT>(t));
   auto acc_lo = hn::Zero(dd);
   auto acc_hi = hn::Zero(dd);
+  // Adds a float vector of partial sums to the double accumulators.
+  const auto accumulate = [&](VF v) {
+    acc_lo = hn::Add(acc_lo, hn::PromoteTo(dd, hn::LowerHalf(dh, v)));
+    acc_hi = hn::Add(acc_hi, hn::PromoteTo(dd, hn::UpperHalf(dh, v)));
+  };
   int64_t i = 0;
-  // Two vectors per step: independent log/exp chains for the out-of-order core.
-  for (; i + 2 * lanes <= n; i += 2 * lanes) {
-    const VF x0 = kSX ? LoadVec<kT>(d, x + i) : xs;
-    const VF t0 = kST ? LoadVec<kT>(d, t + i) : ts;
-    const VF x1 = kSX ? LoadVec<kT>(d, x + i + lanes) : xs;
-    const VF t1 = kST ? LoadVec<kT>(d, t + i + lanes) : ts;
-    const VF l0 = Loss<kLogTarget>(d, x0, t0);
-    const VF l1 = Loss<kLogTarget>(d, x1, t1);
-    acc_lo = hn::Add(acc_lo, hn::PromoteTo(dd, hn::LowerHalf(dh, l0)));
-    acc_hi = hn::Add(acc_hi, hn::PromoteTo(dd, hn::UpperHalf(dh, l0)));
-    acc_lo = hn::Add(acc_lo, hn::PromoteTo(dd, hn::LowerHalf(dh, l1)));
-    acc_hi = hn::Add(acc_hi, hn::PromoteTo(dd, hn::UpperHalf(dh, l1)));
+  // Four vectors per step: independent log/exp chains for the out-of-order core, added
+  // pairwise in float (two roundings per lane, each within half an ulp of the partial) and
+  // promoted to double once per step instead of once per vector.
+  for (; i + 4 * lanes <= n; i += 4 * lanes) {
+    VF l[4];
+    for (int k = 0; k < 4; ++k) {
+      const VF xk = kSX ? LoadVec<kT>(d, x + i + k * lanes) : xs;
+      const VF tk = kST ? LoadVec<kT>(d, t + i + k * lanes) : ts;
+      l[k] = Loss<kLogTarget>(d, xk, tk);
+    }
+    const VF partial = hn::Add(hn::Add(l[0], l[1]), hn::Add(l[2], l[3]));
+    if (HWY_LIKELY(hn::AllTrue(d, hn::IsFinite(partial)))) {
+      accumulate(partial);
+    } else {  // inf/NaN terms, or finite terms whose float sum overflows: add them in double
+      for (int k = 0; k < 4; ++k) accumulate(l[k]);
+    }
   }
   for (; i + lanes <= n; i += lanes) {
     const VF xi = kSX ? LoadVec<kT>(d, x + i) : xs;
     const VF ti = kST ? LoadVec<kT>(d, t + i) : ts;
-    const VF l = Loss<kLogTarget>(d, xi, ti);
-    acc_lo = hn::Add(acc_lo, hn::PromoteTo(dd, hn::LowerHalf(dh, l)));
-    acc_hi = hn::Add(acc_hi, hn::PromoteTo(dd, hn::UpperHalf(dh, l)));
+    accumulate(Loss<kLogTarget>(d, xi, ti));
   }
   if (i < n) {
     HWY_ALIGN S xb[kMaxLanes];
     HWY_ALIGN S tb[kMaxLanes];
     FillTail<kT, kSX, kST>(x, t, i, n - i, xb, tb);
-    const VF l = Loss<kLogTarget>(d, LoadVec<kT>(d, xb), LoadVec<kT>(d, tb));
-    acc_lo = hn::Add(acc_lo, hn::PromoteTo(dd, hn::LowerHalf(dh, l)));
-    acc_hi = hn::Add(acc_hi, hn::PromoteTo(dd, hn::UpperHalf(dh, l)));
+    accumulate(Loss<kLogTarget>(d, LoadVec<kT>(d, xb), LoadVec<kT>(d, tb)));
   }
   return hn::GetLane(hn::SumOfLanes(dd, hn::Add(acc_lo, acc_hi)));
 }

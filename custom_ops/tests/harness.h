@@ -88,6 +88,7 @@ void TestStaticCheck();                                  // test_broadcast.cc
 void TestTargets();                                      // test_main.cc
 void TestMatrix(const std::string& target);              // test_kernels.cc
 void TestSpecials(const std::string& target);            // test_kernels.cc
+void TestUlps(const std::string& target);                // test_kernels.cc
 void TestThreadIndependence(const std::string& target);  // test_sums.cc
 void TestAccuracy(const std::string& target);            // test_sums.cc
 void TestHugeBroadcast(const std::string& target);       // test_sums.cc

@@ -2,6 +2,8 @@
 // (broadcasts, tails, empty) x reductions x log_target x dtypes, and the special values.
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstring>
 #include <limits>
 
 #include "harness.h"
@@ -92,6 +94,36 @@ void TestSpecials(const std::string& target) {
   for (float v = -110.0f; v < 89.0f; v += 0.173f) lts.push_back(v);
   CheckCase(target, MakeTensor(DType::kFloat32, {}, {0.25f}),
             MakeTensor(DType::kFloat32, {static_cast<int64_t>(lts.size())}, lts), true);
+}
+
+// Elementwise accuracy where the loss is well conditioned: t * (log t - x) for x = 0 (the
+// log's own accuracy) and x = -200 (log t - x >= 96: no cancellation), over a sweep of float32
+// targets from the smallest subnormal to FLT_MAX: within 2 ulps of the long-double value rounded to
+// float32.
+void TestUlps(const std::string& target) {
+  std::vector<float> ts;
+  for (uint32_t bits = 1; bits < 0x7F800000u; bits += 997) {
+    float v;
+    std::memcpy(&v, &bits, sizeof(v));
+    ts.push_back(v);
+  }
+  for (float x : {0.0f, -200.0f}) {
+    const auto out = Run(MakeTensor(DType::kFloat32, {}, {x}),
+                         MakeTensor(DType::kFloat32, {static_cast<int64_t>(ts.size())}, ts),
+                         Reduction::kNone, false, kSerial);
+    double worst = 0;
+    for (std::size_t i = 0; i < ts.size(); ++i) {
+      const long double exact = ts[i] * (std::log(static_cast<long double>(ts[i])) - x);
+      const float want = static_cast<float>(exact);
+      if (std::isinf(want)) continue;  // overflowed in the exact value too
+      const float ulp = std::nextafter(std::fabs(want), kInf) - std::fabs(want);
+      const float got = ReadOut(DType::kFloat32, out, static_cast<int64_t>(i));
+      worst = std::max(worst, static_cast<double>(std::fabs(got - exact) / ulp));
+    }
+    std::printf("  %s t * (log t - %g): worst %.2f ulp\n", target.c_str(), x, worst);
+    Check(worst <= 2.0,
+          target + " elementwise within 2 ulps of the exact loss, x = " + std::to_string(x));
+  }
 }
 
 }  // namespace kldiv_test

@@ -41,6 +41,7 @@ int main() {
     Check(kldiv::SetTarget(target), "select target " + target);
     TestMatrix(target);
     TestSpecials(target);
+    TestUlps(target);
     TestThreadIndependence(target);
     if (target != "scalar") TestAccuracy(target);
   }
