@@ -256,13 +256,13 @@ def test_unreachable_ops_are_named_with_the_reason():
         helper.make_node("Add", ["m", "b"], ["y"], name="add"),
     ]
     model = _model(
-        nodes, [_vi("x", TensorProto.FLOAT, [2, 4])], [_vi("y", TensorProto.FLOAT, [2, 2])]
+        nodes, [_vi("x", TensorProto.FLOAT, [2, "n"])], [_vi("y", TensorProto.FLOAT, [2, None])]
     )
     with pytest.raises(ValueError) as info:
         lower(model, 15)
     message = str(info.value)
     assert "\n" not in message
-    assert "'split' (ai.onnx.Split)" in message and "num_outputs" in message
+    assert "'split' (ai.onnx.Split)" in message and "not static" in message
     assert "'mish' (ai.onnx.Mish)" in message and "no version at opset 15" in message
     assert "'add'" not in message
 
@@ -388,3 +388,18 @@ def test_a_transformer_encoder_export_comes_out_whole_on_the_npu(exporter):
     }
     for g, w in zip(_ort(prepared.model, feeds), _ort(original, feeds), strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(("size", "count"), [(6, 3), (5, 2), (7, 4)])
+def test_split_num_outputs_gets_its_sizes(size, count):
+    outputs = [f"y{i}" for i in range(count)]
+    node = helper.make_node("Split", ["x"], outputs, axis=1, num_outputs=count)
+    model = _model(
+        [node],
+        [_vi("x", TensorProto.FLOAT, [2, size])],
+        [_vi(o, TensorProto.FLOAT, [2, None]) for o in outputs],
+    )
+    result = lower(model, 15)
+    assert result.relabelled == {"Split": (18, 13)}
+    x = np.arange(2 * size, dtype=np.float32).reshape(2, size)
+    _same_outputs(model, result.model, {"x": x}, 0)

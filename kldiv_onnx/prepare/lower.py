@@ -5,7 +5,8 @@
    so only their opset import changes.
 2. The rules of :mod:`.gelu`, :mod:`.layer_norm` and :mod:`.reduce` rewrite the nodes whose
    op has no version at the target opset, or one that means something else there, into
-   opset-``target`` ops (onnxscript's rewriter).
+   opset-``target`` ops (onnxscript's rewriter); :mod:`.split` gives a ``Split`` with
+   ``num_outputs`` its sizes.
 3. Every node left is checked by :func:`.relabel.reason`: it must mean at the target opset
    what it meant at the model's own.
 
@@ -26,7 +27,7 @@ from onnx_ir.passes.common import RemoveUnusedNodesPass
 from onnxscript.rewriter import pattern
 
 from .._contract import DOMAIN, MIN_OPSET
-from . import gelu, layer_norm, reduce, relabel
+from . import gelu, layer_norm, reduce, relabel, split
 from ._common import label
 
 RULE_OPS = {"Gelu": "gelu", "LayerNormalization": "layer_norm", **dict.fromkeys(reduce.OPS)}
@@ -142,7 +143,7 @@ def lower(model: onnx.ModelProto, target: int) -> Lowered:
     left: dict[str, int] = {}
     problems: list[str] = []
     relabelled: dict[str, tuple[int, int]] = {}
-    for node in ir_model.graph:
+    for node in list(ir_model.graph):
         left[node.op_type] = left.get(node.op_type, 0) + (id(node) in before)
         if id(node) not in before or (node.domain not in ("", "ai.onnx")):
             continue  # written by a rule at the target opset, or another domain
@@ -150,6 +151,12 @@ def lower(model: onnx.ModelProto, target: int) -> Lowered:
             problems.append(f"{label(node)}: {_why_left(node, source, target)}")
             continue
         _drop_unused_saturate(node)
+        if node.op_type == "Split" and "num_outputs" in node.attributes:
+            why_split = split.reason(node)
+            if why_split is not None:
+                problems.append(f"{label(node)}: {why_split}")
+                continue
+            split.fix(node, ir_model.graph)
         why = relabel.reason(node, source, target)
         if why is None:
             new, old = relabel.schema(node.op_type, source), relabel.schema(node.op_type, target)
