@@ -2,14 +2,12 @@
 project runs models on, so that ``validate`` and ``compare`` iterate over a list and adding a
 runtime is one file.
 
-==========================  ==============================================================
-``onnx.reference (inlined)``  onnx's evaluator, functions inlined (``reference_ops`` for the
-                              generic op)
-``onnxruntime composite``     onnxruntime, the loss as its onnxscript body
-``onnxruntime fused``         onnxruntime with the native kernel
-``OpenVINO``                  the function-form file through :mod:`kldiv_onnx.openvino`
-``tract (inlined)``           the portable file (:func:`kldiv_onnx.portable.inline`)
-==========================  ==============================================================
+* ``onnx.reference (inlined)``: onnx's evaluator, functions inlined (``reference_ops`` for the
+  generic op);
+* ``onnxruntime composite``: onnxruntime, the loss as its onnxscript body;
+* ``onnxruntime fused``: onnxruntime with the native kernel;
+* ``OpenVINO``: the function-form file through :mod:`kldiv_onnx.openvino`;
+* ``tract (inlined)``: the portable file (:func:`kldiv_onnx.portable.inline`).
 """
 
 from __future__ import annotations
