@@ -1,16 +1,21 @@
 """``kldiv-onnx bench``: the --quick run writes well-formed JSON, PNG and markdown; backends that
-cannot run are reported as skipped. Nothing here asserts anything about time."""
+cannot run are reported as skipped; output paths are checked before measuring and written
+atomically. Nothing here asserts anything about time."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import pathlib
 import sys
 
 import numpy as np
 import pytest
 
-from kldiv_onnx import bench, native
+from kldiv_onnx import api, bench, native
 from kldiv_onnx._contract import DTYPES
+from kldiv_onnx.cli import bench as bench_cli
 from kldiv_onnx.cli import main
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -35,6 +40,9 @@ def quick(tmp_path_factory):
     if _has("matplotlib"):
         argv += ["--plot", str(paths["png"])]
     assert main(argv) == 0
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        p.name for p in paths.values() if p.exists()
+    )  # no temporary file left behind
     return paths, json.loads(paths["json"].read_text())
 
 
@@ -53,7 +61,7 @@ def test_quick_json_has_every_point(quick):
         for s in cfg["sizes"]
     }
     points = result["points"]
-    assert len(points) == len(expected) == 2 * 3 * 2 * 2 * 5
+    assert len(points) == len(expected) == 2 * 3 * 2 * 2 * 6
     assert {
         (p["backend"], p["dtype"], p["reduction"], p["threads"], p["size"]) for p in points
     } == (expected)
@@ -71,7 +79,7 @@ def test_quick_json_has_every_point(quick):
             assert all(p[k] is None for k in STATS)
     # numpy and the composite run everywhere; the fused node wherever the library is built
     for p in points:
-        if p["backend"] in ("numpy-read", "composite"):
+        if p["backend"] in ("numpy-read", "composite", "api"):
             assert p["status"] == "ok", p
         if p["backend"] == "fused":
             assert p["status"] == ("ok" if native.available() else "skipped"), p
@@ -90,9 +98,34 @@ def test_quick_json_machine_and_summary(quick):
         "fused_vs_torch_eager",
         "fused_vs_read_both",
         "fused_peak_extra_bytes",
+        "api_vs_torch_eager_2x2",
+        "api_vs_torch_eager_64x1000",
     }
     for check in targets.values():
         assert check["met"] in (True, False, None)
+
+
+def test_quick_call_overhead(quick):
+    """The API and torch eager at (2, 2) and (64, 1000), side by side, with the targets."""
+    _, result = quick
+    section = result["call_overhead"]
+    assert section["threads"] == 1 and section["reduction"] == "batchmean"
+    assert section["api_backend"] == ("fused" if native.available() else "composite")
+    assert [tuple(r["shape"]) for r in section["rows"]] == list(bench.OVERHEAD_SHAPES)
+    for row in section["rows"]:
+        assert row["us"]["api"] > 0 and row["us"]["kl_div"] > 0 and row["us"]["session"] > 0
+        assert row["target"] == bench.OVERHEAD_TARGETS[tuple(row["shape"])]
+        if _has("torch"):
+            assert row["us"]["torch-eager"] > 0
+            ratio = row["us"]["api"] / row["us"]["torch-eager"]
+            assert row["api_over_eager"] == pytest.approx(ratio)
+            worst = max(row["api_over_eager"], row["kl_div_over_eager"])
+            assert row["met"] == (worst <= row["target"])
+            key = "api_vs_torch_eager_" + "x".join(map(str, row["shape"]))
+            assert result["summary"]["targets"][key]["value"] == pytest.approx(worst)
+    table = bench.format_table(result)
+    assert "call overhead: float32 batchmean, 1 thread" in table
+    assert "API / torch eager (2, 2), 1 thread (time)" in table
     assert "kldiv-onnx bench --quick --no-progress --json" in result["command"]
 
 
@@ -120,14 +153,23 @@ def test_quick_markdown(quick):
     text = paths["md"].read_text()
     assert text.startswith("## Performance")
     assert result["command"] in text
-    assert "| fused |" in text and "| numpy-read |" in text
+    assert "| fused |" in text and "| numpy-read |" in text and "| api |" in text
+    assert "Call overhead:" in text and "| (2, 2) |" in text and "| (64, 1000) |" in text
 
 
-def test_unavailable_backends_are_skipped(monkeypatch, capsys):
-    """No torch and no native library: those backends are skipped with a reason, not faked."""
+def test_unavailable_backends_are_skipped(monkeypatch, capsys, request):
+    """No torch and no native library: those backends are skipped with a reason, not faked;
+    the API falls back to the composite, and the call-overhead section has no torch."""
 
     def missing() -> str:
         raise FileNotFoundError("kldiv_onnx native library not found at /nowhere")
+
+    def forget() -> None:  # the API resolves its backend once per process: as in a new one
+        api._resolve_backend.cache_clear()
+        api._loss_for.cache_clear()
+
+    forget()
+    request.addfinalizer(forget)
 
     monkeypatch.setattr(native, "library_path", missing)
     monkeypatch.setattr(native, "available", lambda: False)
@@ -149,9 +191,16 @@ def test_unavailable_backends_are_skipped(monkeypatch, capsys):
     for name in skipped:
         assert status[name]["status"] == "skipped" and status[name]["median_s"] is None
     assert status["composite"]["status"] == status["numpy-read"]["status"] == "ok"
+    assert status["api"]["status"] == "ok"
     table = bench.format_table(result)
     assert "skipped fused" in table and "skipped torch-eager" in table
     assert result["summary"]["targets"]["fused_vs_torch_export"]["met"] is None
+    section = result["call_overhead"]
+    assert section["api_backend"] == "composite"
+    for row in section["rows"]:
+        assert row["us"]["torch-eager"] is None and "torch" in row["missing"]["torch-eager"]
+        assert row["met"] is None and row["us"]["api"] > 0
+    assert result["summary"]["targets"]["api_vs_torch_eager_2x2"]["met"] is None
 
 
 @pytest.mark.parametrize(
@@ -177,3 +226,100 @@ def test_peak_memory_sees_an_allocation():
     for size in (64 << 20, 8 << 20, 8 << 20):  # the second 8 MiB reuses freed heap pages
         grew = memory.measure(lambda: np.ones(size, dtype=np.uint8))  # noqa: B023
         assert grew is not None and grew >= size * 0.9, (size, grew)
+
+
+# --- output paths: checked before measuring, written atomically, failures in one line -------
+
+
+def _no_measuring(monkeypatch):
+    monkeypatch.setattr(
+        bench_cli, "run_benchmark", lambda *a, **k: pytest.fail("measured before failing")
+    )
+
+
+def _one_line_exit_2(argv, capsys) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("kldiv-onnx: error:") and err.count("\n") == 1, err
+    return err
+
+
+@pytest.mark.parametrize("option", ["--json", "--markdown", "--plot"])
+def test_unwritable_outputs_refused_before_measuring(option, tmp_path, monkeypatch, capsys):
+    """/dev/full, a folder, a missing folder: one line, exit 2, and nothing measured."""
+    _no_measuring(monkeypatch)
+    for path in ("/dev/full", str(tmp_path), str(tmp_path / "missing" / "out")):
+        err = _one_line_exit_2(["bench", "--quick", option, path], capsys)
+        assert path in err
+    assert not os.path.exists("/dev/full.json")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_folder_refused_before_measuring(tmp_path, monkeypatch, capsys):
+    _no_measuring(monkeypatch)
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        err = _one_line_exit_2(["bench", "--quick", "--json", str(folder / "b.json")], capsys)
+        assert "not writable" in err
+    finally:
+        folder.chmod(0o755)
+
+
+def test_same_output_twice_refused(tmp_path, monkeypatch, capsys):
+    _no_measuring(monkeypatch)
+    out = str(tmp_path / "b.out")
+    err = _one_line_exit_2(["bench", "--quick", "--json", out, "--markdown", out], capsys)
+    assert "same file" in err
+
+
+def test_failed_write_leaves_old_file_and_writes_the_others(quick, tmp_path, monkeypatch, capsys):
+    """A full disk while writing --json (after measuring): the old JSON is intact, no partial
+    or temporary file remains, --markdown is still written; one line, exit 2."""
+    _, result = quick
+    monkeypatch.setattr(bench_cli, "run_benchmark", lambda *a, **k: json.loads(json.dumps(result)))
+    target, md = tmp_path / "b.json", tmp_path / "b.md"
+    target.write_text("old\n")
+    real = pathlib.Path.write_bytes
+
+    def full_disk(self, data):
+        if self.name.startswith(".b.json."):
+            real(self, data[:100])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, data)
+
+    monkeypatch.setattr(pathlib.Path, "write_bytes", full_disk)
+    argv = ["bench", "--quick", "--no-progress", "--json", str(target), "--markdown", str(md)]
+    err = _one_line_exit_2(argv, capsys)
+    assert "No space left on device" in err and str(target) in err
+    assert target.read_text() == "old\n"
+    assert md.read_text().startswith("## Performance")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.json", "b.md"]
+
+
+def test_failed_plot_leaves_nothing(quick, tmp_path, monkeypatch, capsys):
+    """matplotlib failing half-way through the PNG: no file at the path, no temporary file."""
+    _, result = quick
+    monkeypatch.setattr(bench_cli, "run_benchmark", lambda *a, **k: json.loads(json.dumps(result)))
+
+    def broken_plot(result, path, *, format=None):
+        assert format == "png"
+        pathlib.Path(path).write_bytes(PNG_SIGNATURE)
+        raise OSError(errno.EFBIG, "File too large")
+
+    monkeypatch.setattr(bench_cli, "plot", broken_plot)
+    out = tmp_path / "b.png"
+    err = _one_line_exit_2(["bench", "--quick", "--no-progress", "--plot", str(out)], capsys)
+    assert "File too large" in err and str(out) in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(not _has("matplotlib"), reason="matplotlib not installed")
+def test_plot_is_png_whatever_the_suffix(quick, tmp_path):
+    """The plot goes through a temporary file (no .png suffix): it is still a PNG."""
+    _, result = quick
+    out = tmp_path / "plot.out"
+    bench_cli._write_plot(result, str(out))
+    assert out.read_bytes().startswith(PNG_SIGNATURE)
+    assert [p.name for p in tmp_path.iterdir()] == ["plot.out"]

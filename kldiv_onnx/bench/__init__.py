@@ -3,6 +3,8 @@
 Backends (each skipped with a note when it cannot run here, never faked):
 
 - ``fused``: onnxruntime running the one-node model with the native library registered;
+- ``api``: ``KLDivLoss(reduction, threads=n)(x, t)`` exactly as a user calls it (backend
+  'auto', numpy inputs, a new numpy result): the bare session plus the Python API's cost;
 - ``composite``: onnxruntime running the same model's function body (no library);
 - ``torch-export``: onnxruntime running ``F.kl_div`` as ``torch.onnx.export(dynamo=True)``
   writes it (needs torch; a model onnxruntime cannot load, e.g. bfloat16, is reported as
@@ -16,6 +18,13 @@ whose inputs are pre-bound ``OrtValue``s over the numpy buffers (no copy, no dty
 and whose output is bound to the CPU device, so onnxruntime allocates it in each run as torch
 does; torch gets zero-copy ``from_numpy`` tensors. Per point: warm-up runs, then repeats until
 both a minimum count and a time budget are reached; the median, quartiles and min/max are kept.
+
+Call overhead (``call_overhead`` in the JSON, skipped without the ``api`` backend or with
+``Config.overhead`` off): float32 ``batchmean`` at (2, 2) and (64, 1000), one thread, the API
+(``KLDivLoss`` and ``kl_div``) against torch eager ``F.kl_div`` and the bare pre-bound session,
+measured side by side in alternating rounds (each a batch of calls), medians kept; the API's
+time over torch eager's is checked against :data:`~.config.OVERHEAD_TARGETS` (no slower at
+(2, 2), at most half at (64, 1000)).
 
 Peak extra memory (``peak_extra_bytes``): the kernel's peak resident set size (``VmHWM`` in
 ``/proc/self/status``) during one call, minus the resident size just before it, after
@@ -38,6 +47,8 @@ from .config import (
     CLASSES,
     DTYPE_NAMES,
     FULL_SIZES,
+    OVERHEAD_SHAPES,
+    OVERHEAD_TARGETS,
     QUICK_SIZES,
     SCHEMA,
     Config,
@@ -47,6 +58,7 @@ from .measure import (
     READ_CHUNK_BYTES,
     PeakMemory,
     Point,
+    call_overhead,
     machine_info,
     run_benchmark,
     shape_of,
@@ -58,6 +70,7 @@ from .report import (
     TARGET_READ_RATIO,
     TARGET_SPEEDUP,
     format_memory,
+    format_overhead,
     format_summary,
     format_table,
     markdown,
@@ -74,6 +87,8 @@ __all__ = [
     "DTYPE_NAMES",
     "FULL_SIZES",
     "HALF_SLACK",
+    "OVERHEAD_SHAPES",
+    "OVERHEAD_TARGETS",
     "QUICK_SIZES",
     "READ_CHUNK_BYTES",
     "SCHEMA",
@@ -83,7 +98,9 @@ __all__ = [
     "Config",
     "PeakMemory",
     "Point",
+    "call_overhead",
     "format_memory",
+    "format_overhead",
     "format_summary",
     "format_table",
     "machine_info",

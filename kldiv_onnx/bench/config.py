@@ -10,11 +10,17 @@ from typing import Any
 from .._contract import REDUCTIONS
 
 SCHEMA = "kldiv-onnx-bench/1"
-BACKENDS = ("fused", "composite", "torch-export", "torch-eager", "numpy-read")
+BACKENDS = ("fused", "api", "composite", "torch-export", "torch-eager", "numpy-read")
+"""``api`` is ``KLDivLoss(reduction, threads=n)(x, t)`` exactly as a user calls it (backend
+'auto'); ``fused`` and ``composite`` are bare sessions with pre-bound inputs."""
 DTYPE_NAMES = ("float32", "float16", "bfloat16")
 BENCH_REDUCTIONS = ("none", "batchmean")
 FULL_SIZES = tuple(2**k for k in range(10, 27, 2))
 QUICK_SIZES = (2**10, 2**14)
+OVERHEAD_SHAPES: tuple[tuple[int, int], ...] = ((2, 2), (64, 1000))
+"""Shapes of the "call overhead" section (float32, batchmean, 1 thread)."""
+OVERHEAD_TARGETS: dict[tuple[int, int], float] = {(2, 2): 1.0, (64, 1000): 0.5}
+"""The most the API may take, as a fraction of torch eager's ``F.kl_div`` time, per shape."""
 CLASSES = 1024
 """Elements per row: a size of n elements is benchmarked as an (n // 1024, 1024) tensor."""
 
@@ -34,6 +40,10 @@ class Config:
     budget_s: float = 0.25
     memory: bool = True
     seed: int = 0
+    overhead: bool = True
+    """Measure the "call overhead" section (needs the ``api`` backend selected)."""
+    overhead_rounds: int = 15
+    """Rounds of the call-overhead section: each times every contestant once, side by side."""
 
     def validate(self) -> None:
         """``ValueError`` naming the first bad field."""
@@ -53,8 +63,12 @@ class Config:
                     raise ValueError(f"{name}: bad value {value!r}")
         if self.warmup < 0 or self.min_repeats < 1 or self.max_repeats < self.min_repeats:
             raise ValueError("need warmup >= 0 and 1 <= min_repeats <= max_repeats")
+        if self.overhead_rounds < 1:
+            raise ValueError("overhead_rounds: need at least 1")
 
 
 def quick_config() -> Config:
     """The CI set: two small sizes, every dtype, reduction, thread count and backend."""
-    return Config(sizes=QUICK_SIZES, min_repeats=3, max_repeats=20, budget_s=0.01)
+    return Config(
+        sizes=QUICK_SIZES, min_repeats=3, max_repeats=20, budget_s=0.01, overhead_rounds=3
+    )

@@ -26,14 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from .. import native
+from .. import api, native
 from .._contract import DTYPES
 from .._version import __version__
 from ..arrays import to_ortvalue, to_torch
 from ..export import build_model
 from ..reference import sample
 from ..runtime import session_options
-from .config import CLASSES, SCHEMA, Config
+from .config import CLASSES, OVERHEAD_SHAPES, OVERHEAD_TARGETS, SCHEMA, Config
 from .report import fmt_size, summarize
 
 # ----------------------------------------------------------------------------- memory
@@ -456,6 +456,16 @@ class _Runner:
             if memory is not None:
                 point.peak_extra_bytes = memory.measure(call)
             return
+        if point.backend == "api":
+            loss = api.KLDivLoss(point.reduction, threads=point.threads)
+
+            def user_call() -> None:
+                loss(x, t)
+
+            point.fill(_time(user_call, None, cfg))
+            if memory is not None:
+                point.peak_extra_bytes = memory.measure(user_call)
+            return
         if point.backend == "torch-eager":
             import torch.nn.functional as F
 
@@ -503,6 +513,116 @@ class _Runner:
         return out
 
 
+# ----------------------------------------------------------------------------- call overhead
+
+OVERHEAD_BATCH_S = 2e-3
+"""Each contestant of the call-overhead section is timed over batches of calls lasting about
+this long (a (2, 2) call takes a few microseconds, close to the clock's own cost)."""
+
+
+def _per_call(call: Callable[[], Any], inner: int) -> float:
+    start = time.perf_counter_ns()
+    for _ in range(inner):
+        call()
+    return (time.perf_counter_ns() - start) * 1e-9 / inner
+
+
+def _overhead_contestants(
+    runner: _Runner, x: np.ndarray, t: np.ndarray
+) -> tuple[dict[str, Callable[[], Any]], dict[str, str]]:
+    """The calls side by side at one shape (float32 batchmean, 1 thread), and why any is
+    missing."""
+    loss = api.KLDivLoss("batchmean", threads=1)
+    calls: dict[str, Callable[[], Any]] = {
+        "api": lambda: loss(x, t),
+        "kl_div": lambda: api.kl_div(x, t, "batchmean", threads=1),
+    }
+    missing: dict[str, str] = {}
+    if runner.torch is not None:
+        import torch.nn.functional as F
+
+        xt, tt = to_torch(x), to_torch(t)
+        calls["torch-eager"] = lambda: F.kl_div(xt, tt, reduction="batchmean")
+    else:
+        missing["torch-eager"] = runner.skipped.get("torch-eager", "torch not installed")
+    library = runner.library
+    if library is None and native.available():
+        library = native.library_path()
+    backend = "fused" if library is not None else "composite"
+    try:
+        sess = _ort_session(runner.model(backend, "batchmean", "float32"), 1, library, True)
+        bare = _OrtCall(sess, x, t)
+        bare.prepare()  # the output stays bound: onnxruntime reuses it from the second run
+        calls["session"] = bare
+    except Exception as exc:
+        missing["session"] = _first_line(exc)
+    return calls, missing
+
+
+def call_overhead(runner: _Runner) -> dict[str, Any]:
+    """The "call overhead" section: ``KLDivLoss('batchmean', threads=1)(x, t)`` ("api") and
+    ``kl_div(x, t, 'batchmean', threads=1)`` against torch eager ``F.kl_div`` (1 thread) and the
+    bare pre-bound session, float32, at each of :data:`OVERHEAD_SHAPES`. Rounds alternate the
+    contestants (in a rotating order), each timed over a batch of calls; the medians over
+    the rounds are kept, and the API's time over torch eager's is checked against
+    :data:`OVERHEAD_TARGETS`."""
+    cfg = runner.cfg
+    if runner.torch is not None:
+        runner.torch.set_num_threads(1)
+    section: dict[str, Any] = {
+        "dtype": "float32",
+        "reduction": "batchmean",
+        "threads": 1,
+        "rounds": cfg.overhead_rounds,
+        "api_backend": None,
+        "rows": [],
+    }
+    with contextlib.suppress(Exception):
+        section["api_backend"] = api._resolve_backend("auto")
+    for shape in OVERHEAD_SHAPES:
+        x, t = sample(shape, np.dtype(np.float32), cfg.seed)
+        calls, missing = _overhead_contestants(runner, x, t)
+        inner: dict[str, int] = {}
+        for name, call in list(calls.items()):
+            try:
+                for _ in range(20):  # warm-up: sessions, prepared calls, caches
+                    call()
+                single = _per_call(call, 20)
+            except Exception as exc:
+                missing[name] = _first_line(exc)
+                del calls[name]
+                continue
+            inner[name] = max(1, min(10_000, int(OVERHEAD_BATCH_S / max(single, 1e-9))))
+        times: dict[str, list[float]] = {name: [] for name in calls}
+        names = list(calls)
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            for r in range(cfg.overhead_rounds):
+                k = r % len(names) if names else 0
+                for name in names[k:] + names[:k]:  # each goes first in turn
+                    times[name].append(_per_call(calls[name], inner[name]))
+        finally:
+            if was_enabled:
+                gc.enable()
+        us = {name: float(np.median(v)) * 1e6 for name, v in times.items()}
+        eager = us.get("torch-eager")
+        row: dict[str, Any] = {
+            "shape": list(shape),
+            "us": {name: us.get(name) for name in ("api", "kl_div", "torch-eager", "session")},
+            "missing": missing,
+            "target": OVERHEAD_TARGETS[shape],
+        }
+        for name in ("api", "kl_div"):
+            row[f"{name}_over_eager"] = (
+                us[name] / eager if eager and us.get(name) is not None else None
+            )
+        worst = [row[k] for k in ("api_over_eager", "kl_div_over_eager")]
+        row["met"] = None if None in worst else max(worst) <= row["target"]
+        section["rows"].append(row)
+    return section
+
+
 def run_benchmark(cfg: Config | None = None, progress: bool = True) -> dict[str, Any]:
     """Measure every point of ``cfg``; return the JSON-ready result (machine, config, notes,
     skipped backends, points, summary). Backends that cannot run here are listed under
@@ -516,7 +636,10 @@ def run_benchmark(cfg: Config | None = None, progress: bool = True) -> dict[str,
     points: list[Point] = []
     per_size = len(cfg.dtypes) * len(cfg.reductions) * len(cfg.threads) * len(cfg.backends)
     bar = _Progress(len(cfg.sizes) * per_size, enabled=progress)
+    overhead: dict[str, Any] | None = None
     try:
+        if cfg.overhead and "api" in cfg.backends:
+            overhead = call_overhead(runner)
         for size in cfg.sizes:
             points += runner.points(size, bar)
             gc.collect()
@@ -538,10 +661,16 @@ def run_benchmark(cfg: Config | None = None, progress: bool = True) -> dict[str,
             "shape": f"(size // {CLASSES}, {CLASSES})",
             "numpy-read": "np.add.reduce over each input's bytes viewed as uint64, one chunk "
             f"per thread (chunks of at least {READ_CHUNK_BYTES} bytes)",
+            "api": "KLDivLoss(reduction, threads=n)(x, t) on the numpy inputs, as a user calls "
+            "it (backend 'auto'; its session from the package's cache, CPU arena on)",
+            "call_overhead": "float32 batchmean, 1 thread; rounds alternate the contestants, "
+            f"each timed over a batch of calls of about {OVERHEAD_BATCH_S * 1e3:g} ms; "
+            "median over the rounds",
         },
         "skipped": [{"backend": b, "reason": r} for b, r in runner.skipped.items()],
         "notes": runner.notes,
         "points": [asdict(p) for p in points],
+        "call_overhead": overhead,
     }
     result["summary"] = summarize(result)
     return result

@@ -1,5 +1,6 @@
-"""Reading a result: ratios between backends, issue 4's targets (:func:`summarize`), the
-terminal tables, the README markdown section and the throughput plot."""
+"""Reading a result: ratios between backends, the targets (:func:`summarize`: issue 4's speed
+and memory targets, issue 14's call-overhead targets), the terminal tables, the README markdown
+section and the throughput plot."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .config import BACKENDS, CLASSES
+from .config import BACKENDS, CLASSES, OVERHEAD_SHAPES, OVERHEAD_TARGETS
 
 TARGET = {"size": 2**24, "dtype": "float32", "reduction": "batchmean"}
 """The point at which issue 4's speed targets are stated (with the most threads measured)."""
@@ -30,10 +31,12 @@ def _ratio(num: dict[str, Any] | None, den: dict[str, Any] | None) -> float | No
 
 
 def ratios(result: dict[str, Any], dtype: str, reduction: str, threads: int, size: int) -> dict:
-    """torch-export / fused, torch-eager / fused (speed-ups) and fused / numpy-read at a point."""
+    """torch-export / fused, torch-eager / fused (speed-ups), fused / numpy-read and api /
+    fused (the Python API's cost over the bare session) at a point."""
     idx = _index(result["points"])
     fused = idx.get(("fused", dtype, reduction, threads, size))
     return {
+        "api_over_fused": _ratio(idx.get(("api", dtype, reduction, threads, size)), fused),
         "export_over_fused": _ratio(
             idx.get(("torch-export", dtype, reduction, threads, size)), fused
         ),
@@ -80,12 +83,23 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
         "op": "<=",
         "met": None if peak is None else peak <= bound,
     }
+    rows = {tuple(r["shape"]): r for r in (result.get("call_overhead") or {}).get("rows", [])}
+    for shape in OVERHEAD_SHAPES:
+        row = rows.get(shape)
+        worst = [row[k] for k in ("api_over_eager", "kl_div_over_eager")] if row else [None]
+        checks[_overhead_key(shape)] = _check(
+            None if None in worst else max(worst), OVERHEAD_TARGETS[shape], "<="
+        )
     return {
         "at": {"size": size, "dtype": dtype, "reduction": reduction, "threads": threads},
         "exact_target_point": size == TARGET["size"] and threads == 2,
         "ratios": r,
         "targets": checks,
     }
+
+
+def _overhead_key(shape: tuple[int, ...]) -> str:
+    return "api_vs_torch_eager_" + "x".join(str(d) for d in shape)
 
 
 def _check(value: float | None, target: float, op: str) -> dict[str, Any]:
@@ -128,8 +142,9 @@ def format_table(result: dict[str, Any]) -> str:
     cfg = result["config"]
     idx = _index(result["points"])
     backends = cfg["backends"]
-    head = ["size", *backends, "export/fused", "eager/fused", "fused/read", "fused MiB"]
-    widths = [7, *[max(len(b), 9) for b in backends], 12, 11, 10, 9]
+    head = ["size", *backends, "api/fused", "export/fused", "eager/fused", "fused/read"]
+    head.append("fused MiB")
+    widths = [7, *[max(len(b), 9) for b in backends], 9, 12, 11, 10, 9]
     lines = []
     for dtype in cfg["dtypes"]:
         for reduction in cfg["reductions"]:
@@ -146,6 +161,7 @@ def format_table(result: dict[str, Any]) -> str:
                     cells = [
                         fmt_size(size),
                         *[_fmt_ns(idx.get((b, dtype, reduction, threads, size))) for b in backends],
+                        _fmt_x(r["api_over_fused"]),
                         _fmt_x(r["export_over_fused"]),
                         _fmt_x(r["eager_over_fused"]),
                         _fmt_x(r["fused_over_read"]),
@@ -154,6 +170,9 @@ def format_table(result: dict[str, Any]) -> str:
                     lines.append("  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True)))
     lines.append("")
     lines.append(format_memory(result))
+    if result.get("call_overhead"):
+        lines.append("")
+        lines.append(format_overhead(result))
     lines.append("")
     lines.append(format_summary(result))
     for item in result["skipped"]:
@@ -191,6 +210,64 @@ def format_memory(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _fmt_us(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
+
+
+def _overhead_rows(result: dict[str, Any]) -> list[list[str]]:
+    """One row of cells per shape of the call-overhead section."""
+    out = []
+    for row in result["call_overhead"]["rows"]:
+        us = row["us"]
+        verdict = {True: "met", False: "MISSED", None: "not measured"}[row["met"]]
+        out.append(
+            [
+                "(" + ", ".join(str(d) for d in row["shape"]) + ")",
+                _fmt_us(us["api"]),
+                _fmt_us(us["kl_div"]),
+                _fmt_us(us["torch-eager"]),
+                _fmt_us(us["session"]),
+                _fmt_x(row["api_over_eager"]) or "-",
+                _fmt_x(row["kl_div_over_eager"]) or "-",
+                f"<= {row['target']:g}x",
+                verdict,
+            ]
+        )
+    return out
+
+
+_OVERHEAD_HEAD = [
+    "shape",
+    "api us",
+    "kl_div us",
+    "torch eager us",
+    "session us",
+    "api/eager",
+    "kl_div/eager",
+    "target",
+    "",
+]
+
+
+def format_overhead(result: dict[str, Any]) -> str:
+    """The call-overhead section: microseconds per call, side by side, and the targets."""
+    o = result["call_overhead"]
+    lines = [
+        f"call overhead: {o['dtype']} {o['reduction']}, {o['threads']} thread, microseconds "
+        f"per call (median of {o['rounds']} alternating rounds; api = "
+        f"KLDivLoss(...)(x, t), backend auto -> {o['api_backend']}; session = bare pre-bound "
+        "onnxruntime session):"
+    ]
+    widths = [11, 8, 9, 14, 10, 9, 12, 8, 12]
+    lines.append("  ".join(h.rjust(w) for h, w in zip(_OVERHEAD_HEAD, widths, strict=True)))
+    for cells in _overhead_rows(result):
+        lines.append("  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True)))
+    for row in o["rows"]:
+        for name, why in row["missing"].items():
+            lines.append(f"  {name} at {tuple(row['shape'])}: {why}")
+    return "\n".join(lines)
+
+
 _TARGET_LABELS = {
     "fused_vs_torch_export": "torch export on ORT / fused (time)",
     "fused_vs_torch_eager": "torch eager / fused (time)",
@@ -198,14 +275,21 @@ _TARGET_LABELS = {
     "float16_per_element_vs_float32": "fused float16 / float32 per element",
     "bfloat16_per_element_vs_float32": "fused bfloat16 / float32 per element",
     "fused_peak_extra_bytes": "fused peak extra memory (MiB)",
+    **{
+        _overhead_key(shape): f"API / torch eager {shape}, 1 thread (time)"
+        for shape in OVERHEAD_SHAPES
+    },
 }
 
 
 def target_rows(result: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    """(label, measured, goal, verdict) for each of issue 4's targets."""
+    """(label, measured, goal, verdict) for each target (issue 4's and the call overhead's;
+    for the latter the worse of ``KLDivLoss`` and ``kl_div``)."""
     rows = []
     for key, label in _TARGET_LABELS.items():
-        c = result["summary"]["targets"][key]
+        c = result["summary"]["targets"].get(key)
+        if c is None:  # a result written before that target existed
+            continue
         if key == "fused_peak_extra_bytes":
             value = _fmt_mib(c["value"]) or "n/a"
             goal = f"{c['op']} {_fmt_mib(c['target']) or 'n/a'}"
@@ -218,7 +302,7 @@ def target_rows(result: dict[str, Any]) -> list[tuple[str, str, str, str]]:
 
 
 def format_summary(result: dict[str, Any]) -> str:
-    """Issue 4's targets, measured."""
+    """The targets, measured."""
     s = result["summary"]
     at = s["at"]
     lines = [
@@ -228,7 +312,7 @@ def format_summary(result: dict[str, Any]) -> str:
         + ":"
     ]
     for label, value, goal, verdict in target_rows(result):
-        lines.append(f"  {label:<38} {value:>10}  target {goal:<10} {verdict}")
+        lines.append(f"  {label:<44} {value:>10}  target {goal:<10} {verdict}")
     return "\n".join(lines)
 
 
@@ -288,9 +372,22 @@ def markdown(result: dict[str, Any], command: str) -> str:
             f"| {fmt_size(size)} | {gbs} | {_fmt_x(r['export_over_fused']) or '-'} "
             f"| {_fmt_x(r['eager_over_fused']) or '-'} | {_fmt_x(r['fused_over_read']) or '-'} |"
         )
+    if result.get("call_overhead"):
+        o = result["call_overhead"]
+        out += [
+            "",
+            f"Call overhead: `KLDivLoss('batchmean')(x, t)` and `kl_div` as a user calls them "
+            f"(backend auto: {o['api_backend']}), torch eager `F.kl_div`, and the bare pre-bound "
+            f"onnxruntime session; {o['dtype']}, {o['threads']} thread, microseconds per call, "
+            f"median of {o['rounds']} rounds measured side by side:",
+            "",
+            "| " + " | ".join(h or "verdict" for h in _OVERHEAD_HEAD) + " |",
+            "|---|" + "---:|" * 6 + "---|---|",
+        ]
+        out += ["| " + " | ".join(cells) + " |" for cells in _overhead_rows(result)]
     out += [
         "",
-        "Against issue 4's targets:",
+        "Against the targets:",
         "",
         "| target | measured | goal | |",
         "|---|---:|---|---|",
@@ -319,9 +416,10 @@ def markdown(result: dict[str, Any], command: str) -> str:
     return "\n".join(out)
 
 
-def plot(result: dict[str, Any], path: str | os.PathLike) -> None:
+def plot(result: dict[str, Any], path: str | os.PathLike, *, format: str | None = None) -> None:
     """Input GB/s against size, one line per backend (solid: most threads, dashed: one
-    thread), a row per reduction and a column per dtype."""
+    thread), a row per reduction and a column per dtype. ``format``: matplotlib's (e.g.
+    ``'png'``, for a path whose suffix does not say it)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -375,5 +473,7 @@ def plot(result: dict[str, Any], path: str | os.PathLike) -> None:
     m = result["machine"]
     fig.suptitle(f"KLDivLoss: input throughput ({m['cpu_model']}, {m['cores']} cores)")
     fig.tight_layout(rect=(0, 0.05 + 0.03 * (len(labels) // 5), 1, 0.97))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        fig.savefig(path, dpi=110, format=format)
+    finally:
+        plt.close(fig)

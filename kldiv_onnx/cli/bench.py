@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from .. import native
 from ..bench.config import BACKENDS, Config, quick_config
 from ..bench.measure import run_benchmark
 from ..bench.report import format_table, markdown, plot
+from ..model_io import atomic_write, check_output_path, write_bytes
 from .common import UsageError
 
 
@@ -55,13 +56,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     cfg.max_repeats = max(cfg.max_repeats, cfg.min_repeats)
     if args.no_memory:
         cfg.memory = False
+    if args.no_overhead:
+        cfg.overhead = False
     try:
         cfg.validate()
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
-    for target in (args.json, args.plot, args.markdown):
-        if target and not Path(target).resolve().parent.is_dir():
-            raise UsageError(f"no folder for {target}")
+    _check_outputs(args)  # before measuring: a bad path must not cost a whole run
     if args.plot:
         try:
             import matplotlib  # noqa: F401
@@ -72,16 +73,51 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     command = _command_line(args)
     result["command"] = command
     print(format_table(result))
+    writes: list[tuple[str, str, Callable[[str], None], str]] = []
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-        print(f"wrote {args.json}: {len(result['points'])} points")
+        data = (json.dumps(result, indent=1) + "\n").encode("utf-8")
+        writes.append(("--json", args.json, lambda p: write_bytes(p, data, "--json"), "points"))
     if args.plot:
-        plot(result, args.plot)
-        print(f"wrote {args.plot}")
+        writes.append(("--plot", args.plot, lambda p: _write_plot(result, p), ""))
     if args.markdown:
-        Path(args.markdown).write_text(markdown(result, command), encoding="utf-8")
-        print(f"wrote {args.markdown}")
+        text = markdown(result, command).encode("utf-8")
+        writes.append(
+            ("--markdown", args.markdown, lambda p: write_bytes(p, text, "--markdown"), "")
+        )
+    failed: list[str] = []
+    for option, path, write, what in writes:  # every one is tried: one failure loses no other
+        try:
+            write(path)
+        except (OSError, ValueError) as exc:
+            failed.append(str(exc) if isinstance(exc, ValueError) else f"{option} {path}: {exc}")
+            continue
+        print(f"wrote {path}" + (f": {len(result['points'])} points" if what else ""))
+    if failed:
+        raise UsageError("; ".join(line.splitlines()[0] for line in failed))
     return 0
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Every output path can be written (a regular file or none yet, in a writable folder),
+    and no two are the same file; :class:`UsageError` naming the first that cannot."""
+    seen: dict[str, str] = {}
+    for option in ("json", "plot", "markdown"):
+        path = getattr(args, option)
+        if not path:
+            continue
+        try:
+            resolved = str(check_output_path(path, f"--{option}").resolve())
+        except (OSError, ValueError) as exc:
+            raise UsageError(str(exc)) from exc
+        if resolved in seen:
+            raise UsageError(f"--{option} and --{seen[resolved]} name the same file {path!r}")
+        seen[resolved] = option
+
+
+def _write_plot(result: dict[str, Any], path: str) -> None:
+    """The plot, through a temporary file renamed into place (PNG whatever the suffix)."""
+    with atomic_write(path, "--plot") as tmp:
+        plot(result, tmp, format="png")
 
 
 def register(subparsers: Any) -> None:
@@ -106,7 +142,12 @@ def register(subparsers: Any) -> None:
         "--budget-s", type=float, default=None, help="timed seconds per point beyond the minimum"
     )
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--no-overhead",
+        action="store_true",
+        help="skip the call-overhead section (API vs torch eager at (2, 2) and (64, 1000))",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.add_argument("--json", metavar="FILE", help="write every point and the machine as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="write the throughput plot (matplotlib)")
     p.add_argument("--markdown", metavar="FILE.md", help="write a README Performance section")
@@ -131,7 +172,7 @@ def _command_line(args: argparse.Namespace) -> str:
         value = getattr(args, name)
         if value is not None:
             words += [f"--{name.replace('_', '-')}", str(value)]
-    for name in ("no_memory", "no_progress"):
+    for name in ("no_memory", "no_overhead", "no_progress"):
         if getattr(args, name):
             words.append(f"--{name.replace('_', '-')}")
     for name in ("json", "plot", "markdown"):
