@@ -15,9 +15,10 @@ target             what it does
 =================  ===========================================================================
 
 The rules lower ``Gelu`` (Erf or tanh form), ``LayerNormalization`` (ReduceMean, Sub, Mul,
-Sqrt, Div, Add) and the opset-18 reductions (axes input → attribute); ops whose older version
-means the same for the types and attributes used are relabelled (:mod:`.relabel`); anything
-else is a ``ValueError`` naming the node and the reason.
+Sqrt, Div, Add; Cast around it for float16/bfloat16), the opset-18 reductions (axes input →
+attribute) and ``Split`` with ``num_outputs`` (constant sizes); ops whose older version means
+the same for the types and attributes used are relabelled (:mod:`.relabel`); anything else is a
+``ValueError`` naming the node and the reason.
 """
 
 from __future__ import annotations
