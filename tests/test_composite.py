@@ -4,6 +4,8 @@ digits, for every rank and dtype."""
 
 from __future__ import annotations
 
+import functools
+
 import ml_dtypes
 import numpy as np
 import onnxruntime as ort
@@ -31,19 +33,25 @@ def _run(model, x: np.ndarray, t: np.ndarray) -> np.ndarray:
     return out
 
 
-def _dims(shape: tuple[int, ...]) -> list[str]:
-    return [f"d{i}" for i in range(len(shape))]  # symbolic: the body's shape arithmetic runs
+def _dims(shape: tuple[int, ...], prefix: str = "d") -> list[str]:
+    """Symbolic dims, so that the body's shape arithmetic runs rather than folds."""
+    return [f"{prefix}{i}" for i in range(len(shape))]
 
 
-def _big_reference(x: np.ndarray, t: np.ndarray, reduction: str, log_target: bool) -> float:
-    """The float64 reference of the 2**27-term loss, one input row (2**20 terms) at a time."""
+@functools.cache
+def _big(dtype: str, log_target: bool) -> tuple[np.ndarray, np.ndarray, float]:
+    """The inputs of the 2**27-term loss and its float64 total, summed by the reference one
+    input row (2**20 terms) at a time."""
+    x, t = sample_inputs(X_BIG, T_BIG, DTYPES[dtype], log_target, seed=11)
     total = sum(float(kl_div(x[i], t, "sum", log_target)) for i in range(x.shape[0]))
-    return {"sum": total, "mean": total / BIG, "batchmean": total / x.shape[0]}[reduction]
+    return x, t, total
 
 
 BIG_CASES = [
-    *[("float32", r, lt) for r in ("sum", "mean", "batchmean") for lt in (False, True)],
-    *[(d, r, False) for d in ("float16", "bfloat16") for r in ("sum", "mean", "batchmean")],
+    *[("float32", r, False) for r in ("sum", "mean", "batchmean")],
+    ("float32", "sum", True),
+    ("float16", "mean", False),
+    ("bfloat16", "sum", False),
 ]
 
 
@@ -52,17 +60,12 @@ BIG_CASES = [
 def test_two_to_the_27_terms_within_1e_5_of_float64(dtype, reduction, log_target):
     """One ReduceSum over these terms was 1.7e-2 off (float32); the staged sum is ~1e-7 off,
     so float16/bfloat16 results are the float64 value rounded once (half an ulp)."""
-    x, t = sample_inputs(X_BIG, T_BIG, DTYPES[dtype], log_target, seed=11)
-    model = build_model(reduction, log_target, dtype, _dims(X_BIG), _dims(T_BIG))
+    x, t, total = _big(dtype, log_target)
+    want = {"sum": total, "mean": total / BIG, "batchmean": total / X_BIG[0]}[reduction]
+    model = build_model(reduction, log_target, dtype, _dims(X_BIG, "x"), _dims(T_BIG, "t"))
     got = float(np.asarray(_run(model, x, t), dtype=np.float64))
-    want = _big_reference(x, t, reduction, log_target)
-    if dtype == "float32":
-        assert abs(got - want) <= 1e-5 * abs(want), (got, want)
-    elif not np.isfinite(np.float64(want).astype(DTYPES[dtype])):  # float16 sum: > 65504
-        assert got == np.inf
-    else:
-        half_ulp = float(ml_dtypes.finfo(DTYPES[dtype]).eps) / 2
-        assert abs(got - want) <= (half_ulp + 1e-5) * abs(want), (got, want)
+    tol = 1e-5 if dtype == "float32" else float(ml_dtypes.finfo(x.dtype).eps) / 2 + 1e-5
+    assert abs(got - want) <= tol * abs(want), (got, want)
 
 
 @pytest.mark.parametrize(
