@@ -275,17 +275,19 @@ class KLDivLoss:
         self._local = threading.local()
 
     def __call__(self, input: Any, target: Any) -> np.ndarray:
-        if type(input) is np.ndarray and type(target) is np.ndarray:
-            try:
-                prepared = self._local.calls.get((input.shape, target.shape))
-            except AttributeError:
-                prepared = None
-            if prepared is not None and prepared.alive() is not None:
-                dtype = prepared.dtype
-                if (input.dtype is dtype or input.dtype == dtype) and (
-                    target.dtype is dtype or target.dtype == dtype
-                ):
-                    return prepared(input, target)
+        if type(input) is not np.ndarray or type(target) is not np.ndarray:
+            input, target = _check_arrays(input, target)  # tensors: numpy views
+        try:
+            prepared = self._local.calls.get((input.shape, target.shape))
+        except AttributeError:
+            prepared = None
+        # a prepared call exists only for validated (dtype, shapes): equal dtypes suffice
+        if prepared is not None and prepared.alive() is not None:
+            dtype = prepared.dtype
+            if (input.dtype is dtype or input.dtype == dtype) and (
+                target.dtype is dtype or target.dtype == dtype
+            ):
+                return prepared(input, target)
         prepared, x, t = self._prepare(input, target)
         return prepared(x, t)
 
@@ -305,6 +307,9 @@ class KLDivLoss:
         key = (x.shape, t.shape)
         prepared = by_dtype.get((x.dtype, key))
         if prepared is None or prepared.alive() is None:
+            for cache in (calls, by_dtype):  # let go of sessions the session cache dropped
+                for stale in [k for k, p in cache.items() if p.alive() is None]:
+                    del cache[stale]
             if len(by_dtype) >= CALLS_PER_THREAD:
                 calls.clear()
                 by_dtype.clear()

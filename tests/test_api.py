@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import copy
+import os
+import pickle
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+
 import ml_dtypes
 import numpy as np
 import pytest
@@ -12,6 +18,7 @@ from hypothesis.extra import numpy as hnp
 
 import kldiv_onnx
 from kldiv_onnx import KLDivLoss, kl_div, native
+from kldiv_onnx._contract import Variant, dtype_name
 from kldiv_onnx.reference import kl_div as reference
 
 BACKENDS = ["composite", "numpy"] + (["fused"] if native.available() else [])
@@ -206,8 +213,6 @@ def test_masked_arrays_rejected():
 
 def _plain(x, t, reduction, log_target=False, backend="composite"):
     """The loss through runtime.session + runtime.run, as kl_div ran it before it was cached."""
-    from kldiv_onnx._contract import Variant, dtype_name
-
     sess = kldiv_onnx.runtime.session(
         kldiv_onnx.api._model_bytes(
             Variant(reduction, log_target), dtype_name(x.dtype), (x.ndim, t.ndim)
@@ -290,9 +295,6 @@ def test_dtype_checks_survive_the_cache():
 
 def test_no_file_system_per_call(monkeypatch):
     """After the first call, neither the library's path nor any file is looked at."""
-    import os
-    import traceback
-
     x, t = make_inputs((2, 2), (2, 2), np.dtype(np.float32), False)
     loss = KLDivLoss("batchmean")
     first = loss(x, t)
@@ -331,8 +333,6 @@ def test_clear_cache_retires_prepared_calls():
 @pytest.mark.parametrize("shape", [(2, 2), BIG], ids=str)
 def test_one_instance_many_threads(backend, shape):
     """Threads calling one KLDivLoss (and kl_div) at once each get their own result."""
-    from concurrent.futures import ThreadPoolExecutor
-
     loss = KLDivLoss("none", backend=backend, threads=1)
     inputs = [make_inputs(shape, shape, np.dtype(np.float32), False, s) for s in range(8)]
     wants = [loss(x, t) for x, t in inputs]
@@ -380,12 +380,25 @@ def test_kl_div_arguments_checked_every_call():
 
 def test_pickle_and_copy():
     """A KLDivLoss pickles (without its prepared calls) and the copy computes the same."""
-    import copy
-    import pickle
-
     x, t = make_inputs((4, 5), (4, 5), np.dtype(np.float32), False)
     loss = KLDivLoss("batchmean", threads=1)
     want = loss(x, t)
     for other in (pickle.loads(pickle.dumps(loss)), copy.deepcopy(loss)):
         assert repr(other) == repr(loss)
         np.testing.assert_array_equal(other(x, t), want)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_torch_tensors_use_the_prepared_call(dtype):
+    """Tensors after numpy arrays of the same dtype and shapes: the same bits, each call."""
+    torch = pytest.importorskip("torch")
+    from_numpy = kldiv_onnx.arrays.to_torch
+    loss = KLDivLoss("none")
+    for seed in range(3):
+        x, t = make_inputs((3, 4), (3, 4), DTYPES[dtype], False, seed)
+        want = loss(x, t)
+        out = loss(from_numpy(x), from_numpy(t))
+        _same(out, want)
+        assert isinstance(out, np.ndarray)
+    with pytest.raises(TypeError, match="float64"):
+        loss(torch.zeros((3, 4), dtype=torch.float64), torch.zeros((3, 4), dtype=torch.float64))
