@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..portable import inline
+from ..prepare import TARGETS, prepare
 from .common import UsageError, read_model, write_model
 
 
 def _cmd_inline(args: argparse.Namespace) -> int:
-    from ..portable import inline
-
     model = read_model(args.input)
     try:
         out = inline(model)
@@ -23,8 +23,6 @@ def _cmd_inline(args: argparse.Namespace) -> int:
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
-    from ..prepare import prepare
-
     model = read_model(args.input)
     try:
         prepared = prepare(model, args.target)
@@ -39,8 +37,6 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     """Add ``inline`` and ``prepare``."""
-    from ..prepare import TARGETS
-
     p = sub.add_parser(
         "inline",
         help="inline every model-local function: standard ONNX ops only (runtimes without "

@@ -27,7 +27,11 @@ from typing import NamedTuple
 
 import onnx
 
+from ..cann import check_placement, tables
+from ..interop.fuse import fuse
 from ..model_io import ModelLike, load_model
+from ..openvino import read_model
+from ..portable import inline
 from .lower import Lowered, lower, rules
 
 TARGETS = ("cann", "onnxruntime", "openvino", "portable")
@@ -75,21 +79,15 @@ def prepare(model: ModelLike, target: str = "onnxruntime") -> Prepared:
     """
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
-    from ..interop.fuse import fuse
-
     proto = load_model(model)
     fused = fuse(proto)
     out, count = fused.model, fused.count
     if target == "portable":
-        from ..portable import inline
-
         return Prepared(inline(out), target, count, {}, {}, None)
     if target == "openvino":
         _check_openvino(out)
     if target != "cann":
         return Prepared(out, target, count, {}, {}, None)
-    from ..cann import check_placement, tables
-
     low, high = tables().opset_min, tables().opset_max  # 8-15 in onnxruntime-cann 1.24.4
     opset = _opset(out)
     lowered = lower(out, high) if opset is None or not low <= opset <= high else None
@@ -113,8 +111,6 @@ def _check_openvino(model: onnx.ModelProto) -> None:
 
     if importlib.util.find_spec("openvino") is None:
         return
-    from ..openvino import read_model
-
     read_model(model)
 
 

@@ -16,6 +16,8 @@ from collections.abc import Callable, Mapping
 import numpy as np
 import onnx
 
+from .._contract import DOMAIN, GENERIC_OP
+
 Runner = Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]
 """``run(feeds) -> outputs``: feeds by graph input name, outputs in graph output order."""
 
@@ -67,8 +69,6 @@ def graph_input_names(model: onnx.ModelProto) -> list[str]:
 def bodyless_kldiv(model: onnx.ModelProto) -> str | None:
     """The reason a runtime that runs function bodies cannot run ``model``: a ``kldiv_onnx``
     node with no model-local function (the generic op), or None."""
-    from .._contract import DOMAIN, GENERIC_OP
-
     local = {(f.domain, f.name) for f in model.functions}
     for node in model.graph.node:
         if node.domain == DOMAIN and (node.domain, node.op_type) not in local:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import onnx
 
+from .. import openvino as registration
 from .base import Runner, Runtime
 
 
@@ -14,6 +15,4 @@ class OpenVINO(Runtime):
     distribution = "openvino"
 
     def load(self, model: onnx.ModelProto) -> Runner:
-        from .. import openvino as registration
-
         return registration.compile_model(model)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import onnx
 
+from .. import runtime
 from .base import Runner, Runtime, bodyless_kldiv
 
 
@@ -16,7 +17,5 @@ class OrtComposite(Runtime):
         return bodyless_kldiv(model)
 
     def load(self, model: onnx.ModelProto) -> Runner:
-        from .. import runtime
-
         sess = runtime.session(model, providers=["CPUExecutionProvider"], fused=False)
         return lambda feeds: runtime.run(sess, feeds)

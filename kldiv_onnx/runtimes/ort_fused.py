@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import onnx
 
+from .. import native, runtime
 from .._contract import DOMAIN
 from .base import Runner, Runtime
 
@@ -18,8 +19,6 @@ class OrtFused(Runtime):
         reason = super().unavailable()
         if reason is not None:
             return reason
-        from .. import native
-
         return None if native.available() else "native library not built"
 
     def unsupported(self, model: onnx.ModelProto) -> str | None:
@@ -28,7 +27,5 @@ class OrtFused(Runtime):
         return None
 
     def load(self, model: onnx.ModelProto) -> Runner:
-        from .. import runtime
-
         sess = runtime.session(model, providers=["CPUExecutionProvider"], fused=True)
         return lambda feeds: runtime.run(sess, feeds)

@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
+from ..portable import inline
 from .base import Runner, Runtime, bodyless_kldiv, elem_types, graph_input_names
 
 _EMPTY = "tract 0.23 aborts the process on a reduction over an empty tensor"
@@ -35,8 +36,6 @@ class Tract(Runtime):
 
     def load(self, model: onnx.ModelProto) -> Runner:
         import tract
-
-        from ..portable import inline
 
         portable = inline(model)
         with tempfile.TemporaryDirectory(prefix="kldiv-tract-") as folder:
