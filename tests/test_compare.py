@@ -447,3 +447,14 @@ def test_cli_bad_data(case, tmp_path, capsys):
     assert _main()(argv) == 2
     err = capsys.readouterr().err
     assert "no such file or folder" in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_openvino_as_the_candidate_provider(case):
+    """The same model on OpenVINO against onnxruntime: the model-level cross-runtime check."""
+    pytest.importorskip("openvino")
+    report = compare(
+        case["base"], case["base"], case["sources"]["npz"], candidate_provider="openvino"
+    )
+    assert report.providers == {"base": ["CPUExecutionProvider"], "candidate": ["OpenVINO"]}
+    assert report.top1_agreement == 1.0
+    assert 0 <= report.kl["max"] < 1e-9  # two runtimes' float32 rounding

@@ -82,7 +82,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--base-provider",
         metavar="P",
         help="execution provider(s) of the base model: cpu, cann, a full name or a "
-        "comma-separated list (default: the session policy's choice)",
+        "comma-separated list of onnxruntime's, or openvino (OpenVINO's CPU device); "
+        "default: the session policy's choice",
     )
     p.add_argument(
         "--candidate-provider",

@@ -13,7 +13,7 @@ from .. import native
 from .. import providers as _providers
 from . import models
 from .data import Dataset
-from .engines import ENGINES, RUNNERS, Job, Progress
+from .engines import ENGINES, OPENVINO, RUNNERS, Job, Progress
 from .report import CompareReport, build_report
 
 DEFAULT_BATCH_SIZE = 256
@@ -22,9 +22,12 @@ DEFAULT_BATCH_SIZE = 256
 def provider_list(provider: str | Sequence[str] | None) -> str | list[str]:
     """A model's providers as the session policy takes them: ``None`` or ``'auto'`` → ``'auto'``;
     a name, a short name (``cpu``, ``cann``, ``CUDA``…, any case) or a comma-separated list →
-    full names; ``ValueError`` for a name onnxruntime does not know."""
+    full names; ``openvino`` → OpenVINO's CPU device (through :mod:`kldiv_onnx.openvino`, not
+    onnxruntime); ``ValueError`` for a name onnxruntime does not know."""
     if provider is None or provider == "auto":
         return "auto"
+    if isinstance(provider, str) and provider.strip().lower() == OPENVINO.lower():
+        return [OPENVINO]  # not an onnxruntime provider: the model runs on OpenVINO's CPU
     parts = provider.split(",") if isinstance(provider, str) else list(provider)
     known = list(dict.fromkeys([*ort.get_available_providers(), _providers.CANN, _providers.CPU]))
     names = []

@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import onnx
 
 from .. import providers as _providers
 from .. import runtime
+from ..runtimes import OpenVINO
 from .data import Dataset
 from .models import needs_mask
 
@@ -48,15 +50,46 @@ class Job:
     threads: int | None = None
 
 
+OPENVINO = "OpenVINO"
+"""The provider name that runs a model on OpenVINO's CPU device instead of onnxruntime."""
+
+
+class ModelRunner:
+    """One compared model on its providers: an onnxruntime session through the session
+    policy, or OpenVINO's CPU device (the ``kldiv_onnx`` ops through its registration)."""
+
+    def __init__(self, model: bytes, providers: Any, threads: int | None) -> None:
+        self.outputs = [o.name for o in onnx.load_from_string(model).graph.output]
+        if providers == [OPENVINO]:
+            adapter = OpenVINO()
+            reason = adapter.unavailable()
+            if reason is not None:
+                raise ValueError(f"provider {OPENVINO}: {reason}")
+            self.sess = None
+            self._run = adapter.load(onnx.load_from_string(model))
+            self.providers = [OPENVINO]
+        else:
+            self.sess = runtime.session(model, providers=providers, threads=threads)
+            self.providers = self.sess.get_providers()
+
+    def run(self, feeds: Mapping[str, np.ndarray], output: str) -> np.ndarray:
+        if self.sess is not None:
+            return runtime.run(self.sess, feeds, [output])[0]
+        return self._run(feeds)[self.outputs.index(output)]
+
+
+def resolved_providers(providers: Any) -> list[str]:
+    """The providers a model's session would run on (OpenVINO as it is)."""
+    return [OPENVINO] if providers == [OPENVINO] else _providers.resolve(providers)[0]
+
+
 class BatchRunner:
     """The three sessions of a comparison, and one batch through them."""
 
     def __init__(self, job: Job) -> None:
         self.job = job
-        self.base = runtime.session(job.base, providers=job.providers[0], threads=job.threads)
-        self.candidate = runtime.session(
-            job.candidate, providers=job.providers[1], threads=job.threads
-        )
+        self.base = ModelRunner(job.base, job.providers[0], job.threads)
+        self.candidate = ModelRunner(job.candidate, job.providers[1], job.threads)
         self.kl = runtime.session(job.kl, providers=["CPUExecutionProvider"], threads=job.threads)
         self.kl_masked = None  # built on the first batch that needs it
 
@@ -105,10 +138,12 @@ class BatchRunner:
         return kl, agree, per_row
 
 
-def _run_model(sess: Any, feeds: Mapping[str, np.ndarray], output: str, role: str) -> np.ndarray:
+def _run_model(
+    model: ModelRunner, feeds: Mapping[str, np.ndarray], output: str, role: str
+) -> np.ndarray:
     try:
-        return runtime.run(sess, feeds, [output])[0]
-    except Exception as exc:  # onnxruntime's errors: the data does not fit the model
+        return model.run(feeds, output)
+    except Exception as exc:  # the runtime's errors: the data does not fit the model
         text = str(exc).strip().splitlines()
         raise ValueError(
             f"the {role} model failed on the data: {text[0] if text else exc!r}"
@@ -205,7 +240,7 @@ def run_local(job: Job, dataset: Dataset, progress: Progress) -> tuple[Results, 
         count = sum(b - a for _, a, b in pieces)
         row += count
         progress.update(count)
-    return results, [runner.base.get_providers(), runner.candidate.get_providers()]
+    return results, [runner.base.providers, runner.candidate.providers]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -333,7 +368,7 @@ def run_ray(
         ray_data_logger.setLevel(level)
         if started:
             ray.shutdown()
-    names = [_providers.resolve(p)[0] for p in job.providers]
+    names = [resolved_providers(p) for p in job.providers]
     return results, names
 
 
