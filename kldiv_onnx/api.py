@@ -149,8 +149,9 @@ class _SessionCall:
     """One session with an ``IOBinding`` set up for one (dtype, input shape, target shape).
 
     Small inputs are copied into buffers bound once (an ``OrtValue`` over each); large ones
-    are bound by address each call. A small output is written by onnxruntime into a buffer
-    bound once and copied out; a large one into a new array bound by address. Only the
+    are bound by address (again only when the address changed). A small output is written by
+    onnxruntime into a buffer bound once and copied out; a large one into a new array bound
+    by address. Only the
     session's Python wrapper is held weakly (``alive``), so that dropping it from the session
     cache retires this object; the native session stays alive while this object lives.
 
@@ -159,8 +160,10 @@ class _SessionCall:
 
     __slots__ = (
         "_binding",
+        "_bound",
         "_device",
         "_keep",
+        "_names",
         "_oname",
         "_oshape",
         "_otype",
@@ -180,8 +183,9 @@ class _SessionCall:
         self.alive = weakref.ref(sess)
         self.dtype = x.dtype
         binding = sess.io_binding()
-        names = [i.name for i in sess.get_inputs()]
-        self._xname, self._tname = names
+        self._names = [i.name for i in sess.get_inputs()]
+        self._xname, self._tname = self._names
+        self._bound = [0, 0, 0]  # the address bound by _bind to input 0, 1 and output 2
         self._oname = sess.get_outputs()[0].name
         self._otype = ONNX_TYPES[dtype_name(x.dtype)]
         self._device = ort.OrtDevice.make("cpu", 0)._get_c_device()
@@ -212,23 +216,35 @@ class _SessionCall:
         if self._xbuf is not None:
             self._xbuf[...] = x
         else:
-            x = np.ascontiguousarray(x)
-            self._binding.bind_input(self._xname, self._device, self._otype, x.shape, x.ctypes.data)
+            x = self._bind(0, x)
         if self._tbuf is not None:
             self._tbuf[...] = t
         else:
-            t = np.ascontiguousarray(t)
-            self._binding.bind_input(self._tname, self._device, self._otype, t.shape, t.ctypes.data)
+            t = self._bind(1, t)
         out = self._out
         if out is not None:
             self._run(self._binding, None)
             return out.copy()
-        out = np.empty(self._oshape, self.dtype)
-        self._binding.bind_output(
-            self._oname, self._device, self._otype, self._oshape, out.ctypes.data
-        )
+        out = self._bind(2, np.empty(self._oshape, self.dtype))
         self._run(self._binding, None)
         return out
+
+    def _bind(self, slot: int, array: np.ndarray) -> np.ndarray:
+        """Bind ``array`` (made C-contiguous) by address as input 0, 1 or output 2, unless that
+        address is what the slot holds already: the binding records only (address, shape,
+        type), and shape and type are fixed here, so the same address is the same binding
+        (an array at the address of a freed one included). Returns the array bound."""
+        array = np.ascontiguousarray(array)
+        address = array.ctypes.data
+        if self._bound[slot] != address:
+            if slot == 2:
+                bind, name, shape = self._binding.bind_output, self._oname, self._oshape
+            else:
+                bind, name, shape = self._binding.bind_input, self._names[slot], array.shape
+            self._bound[slot] = 0  # a failed bind must not leave the old address recorded
+            bind(name, self._device, self._otype, shape, address)
+            self._bound[slot] = address
+        return array
 
 
 # ----------------------------------------------------------------------------- public API
