@@ -84,13 +84,14 @@ def session_options(
     threads (None: onnxruntime's default, or the pool of :func:`share_thread_pool`), one
     inter-op thread, the native ``library`` registered when given, the CPU arena on or off."""
     so = ort.SessionOptions()
-    if _shared_pool:
+    if _shared_pool:  # pool sizes are the shared pools' (setting them here is warned about)
         if threads is not None:
             raise ValueError("threads cannot be set per session after share_thread_pool()")
         so.use_per_session_threads = False
-    elif threads is not None:
-        so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
+    else:
+        if threads is not None:
+            so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
     so.enable_cpu_mem_arena = arena
     if library is not None:
         so.register_custom_ops_library(library)
