@@ -111,28 +111,43 @@ HWY_INLINE float LoadScalar(const typename Storage<kT>::type* p) {
   }
 }
 
-// log(m) + e * ln 2 for m = 1 + f in [sqrt(1/2), sqrt(2)): Cephes' logf polynomial (log(1 + f)
-// = f - f^2/2 + f^3 P(f), error about 1 ulp) with fdlibm's ln 2 split in two positive parts, so
-// that e = +inf gives +inf (not inf - inf). No division: Highway's Log divides once per vector,
-// and the divider bounded the whole loop (about 10 cycles per AVX-512 vector).
+// log(m) + e ln 2 for m = 1 + f, with log(1 + f) = f + f^2 Q(f), Q a degree-8 polynomial; e =
+// +inf gives +inf. No division: Highway's Log divides once per vector, and the divider bounded
+// the whole loop (about 10 cycles per AVX-512 vector).
+// Coefficients b0..b8 of Q, weighted least-squares fits (Lawson iterations towards the minimax)
+// of (log1p(f) - f) / f^2, rounded to float: for f in [sqrt(1/2) - 1, sqrt(2) - 1] (AVX2's
+// reduction) 0.08 ulp of log1p(f), and for the wider [-0.25, 0.5) that AVX-512's getmant gives
+// 0.14 ulp. The tests bound the whole loss at 2 ulps over the float32 range.
+constexpr float kNarrowRange[9] = {
+    -0.49999988079071045f, 0.33333325386047363f,  -0.25001585483551025f,
+    0.20001983642578125f,  -0.16609060764312744f, 0.14181657135486603f,
+    -0.13242970407009125f, 0.1290537416934967f,   -0.07622931152582169f};
+constexpr float kWideRange[9] = {-0.5f,
+                                 0.3333345353603363f,
+                                 -0.250000536441803f,
+                                 0.19990606606006622f,
+                                 -0.16647768020629883f,
+                                 0.14482064545154572f,
+                                 -0.13162226974964142f,
+                                 0.10448302328586578f,
+                                 -0.04490932449698448f};
+
+template <const float (&b)[9]>
 HWY_INLINE VF LogReduced(DF d, VF f, VF e) {
-  // P(f) = a0 + a1 f + ... + a8 f^8 by Estrin's scheme: half the dependency chain of Horner's
-  // (the loop is latency bound once the scheduler fills).
+  // Q(f) by Estrin's scheme: half the dependency chain of Horner's (the loop is latency bound
+  // once the scheduler fills).
   const VF f2 = hn::Mul(f, f);
   const VF f4 = hn::Mul(f2, f2);
-  const VF p01 = hn::MulAdd(hn::Set(d, -2.4999993993e-1f), f, hn::Set(d, 3.3333331174e-1f));
-  const VF p23 = hn::MulAdd(hn::Set(d, -1.6668057665e-1f), f, hn::Set(d, 2.0000714765e-1f));
-  const VF p45 = hn::MulAdd(hn::Set(d, -1.2420140846e-1f), f, hn::Set(d, 1.4249322787e-1f));
-  const VF p67 = hn::MulAdd(hn::Set(d, -1.1514610310e-1f), f, hn::Set(d, 1.1676998740e-1f));
-  const VF p03 = hn::MulAdd(p23, f2, p01);
-  const VF p47 = hn::MulAdd(p67, f2, p45);
-  const VF p08 = hn::MulAdd(hn::MulAdd(hn::Set(d, 7.0376836292e-2f), f4, p47), f4, p03);
-  // log(1 + f) + e ln2 = e ln2_hi + (f + (f^3 P(f) + e ln2_lo - f^2 / 2)): e ln2_hi is exact
-  // and the small terms are added first, so only the last addition rounds at the result's
-  // scale.
-  const VF low = hn::MulAdd(e, hn::Set(d, 9.0580006145e-6f), hn::Mul(hn::Set(d, -0.5f), f2));
-  const VF log1pf = hn::Add(f, hn::MulAdd(p08, hn::Mul(f, f2), low));
-  return hn::MulAdd(e, hn::Set(d, 0.69313812256f), log1pf);
+  const VF q01 = hn::MulAdd(hn::Set(d, b[1]), f, hn::Set(d, b[0]));
+  const VF q23 = hn::MulAdd(hn::Set(d, b[3]), f, hn::Set(d, b[2]));
+  const VF q45 = hn::MulAdd(hn::Set(d, b[5]), f, hn::Set(d, b[4]));
+  const VF q67 = hn::MulAdd(hn::Set(d, b[7]), f, hn::Set(d, b[6]));
+  const VF q03 = hn::MulAdd(q23, f2, q01);
+  const VF q47 = hn::MulAdd(q67, f2, q45);
+  const VF q08 = hn::MulAdd(hn::MulAdd(hn::Set(d, b[8]), f4, q47), f4, q03);
+  // f + f^2 Q rounds once at the scale of log(m); the last fma takes e * ln2 exactly, so the
+  // float ln2 costs only e * 1.9e-9 (at most 0.05 ulp of the result) and one rounding.
+  return hn::MulAdd(e, hn::Set(d, 0.693147182464599609375f), hn::MulAdd(f2, q08, f));
 }
 
 // log(t) for t > 0 (subnormals included) and t = +inf; NaN for t < 0 and NaN t on AVX-512,
@@ -140,14 +155,11 @@ HWY_INLINE VF LogReduced(DF d, VF f, VF e) {
 HWY_INLINE VF LogPositive(DF d, VF t) {
 #if HWY_TARGET == HWY_AVX3
   // t = m * 2^e with m in [1, 2) (NaN for negative t), exact for subnormals: two instructions.
-  const VF m{_mm512_getmant_ps(t.raw, _MM_MANT_NORM_1_2, _MM_MANT_SIGN_nan)};
-  const VF e{_mm512_getexp_ps(t.raw)};
-  // m > sqrt(2): log(m / 2) + (e + 1) ln 2, so that f = m - 1 stays in [sqrt(1/2) - 1,
-  // sqrt(2) - 1]. Both candidates are computed and one picked (shorter chain than m *= 0.5).
-  const auto big = hn::Gt(m, hn::Set(d, 1.41421353816986083984375f));
-  const VF f = hn::IfThenElse(big, hn::MulAdd(m, hn::Set(d, 0.5f), hn::Set(d, -1.0f)),
-                              hn::Sub(m, hn::Set(d, 1.0f)));
-  return LogReduced(d, f, hn::IfThenElse(big, hn::Add(e, hn::Set(d, 1.0f)), e));
+  // t = m * 2^e with m in [0.75, 1.5) (NaN for negative t), exact for subnormals; e is the
+  // exponent of t less that of m (-1 when m < 1): no compare, no blend.
+  const VF m{_mm512_getmant_ps(t.raw, _MM_MANT_NORM_p75_1p5, _MM_MANT_SIGN_nan)};
+  const VF e{_mm512_sub_ps(_mm512_getexp_ps(t.raw), _mm512_getexp_ps(m.raw))};
+  return LogReduced<kWideRange>(d, hn::Sub(m, hn::Set(d, 1.0f)), e);
 #else
   const hn::RebindToSigned<DF> di;
   const auto subnormal = hn::Lt(t, hn::Set(d, 1.17549435e-38f));
@@ -159,7 +171,7 @@ HWY_INLINE VF LogPositive(DF d, VF t) {
   const VF m = hn::BitCast(d, hn::Sub(bits, hn::ShiftLeft<23>(k)));
   VF e = hn::ConvertTo(d, k);
   e = hn::IfThenElse(subnormal, hn::Sub(e, hn::Set(d, 25.0f)), e);
-  return LogReduced(d, hn::Sub(m, hn::Set(d, 1.0f)), e);
+  return LogReduced<kNarrowRange>(d, hn::Sub(m, hn::Set(d, 1.0f)), e);
 #endif
 }
 
@@ -176,11 +188,15 @@ HWY_INLINE VF Loss(DF d, VF x, VF t) {
     // t * (log(t) - x), 0 where t == 0 (and -0). t < 0 gives NaN, t = +inf gives +inf; NaN t
     // propagates through the product.
     VF lg = LogPositive(d, t);
-#if HWY_TARGET != HWY_AVX3
+#if HWY_TARGET == HWY_AVX3
+    // One zero-masked multiply: lanes where t == 0 (or -0) get 0; NaN t compares unequal.
+    const __mmask16 nonzero = _mm512_cmp_ps_mask(t.raw, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+    return VF{_mm512_maskz_mul_ps(nonzero, t.raw, hn::Sub(lg, x).raw)};
+#else
     lg = hn::IfThenElse(hn::Lt(t, hn::Zero(d)), hn::NaN(d), lg);
     lg = hn::IfThenElse(hn::Eq(t, hn::Inf(d)), hn::Inf(d), lg);
-#endif
     return hn::IfThenZeroElse(hn::Eq(t, hn::Zero(d)), hn::Mul(t, hn::Sub(lg, x)));
+#endif
   }
 }
 
