@@ -94,7 +94,13 @@ HWY_INLINE void StoreVec(DF d, VF v, typename Storage<kT>::type* p) {
     const auto quiet = hn::Or(hn::ShiftRight<16>(bits), hn::Set(du32, 0x40u));
     const auto is_nan = hn::RebindMask(du32, hn::IsNaN(v));
     const auto r = hn::IfThenElse(is_nan, quiet, rounded);
+#if HWY_TARGET == HWY_AVX3
+    (void)di32;
+    (void)du16;  // the values fit 16 bits: truncate (vpmovdw), no saturation needed
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16(r.raw));
+#else
     hn::StoreU(hn::DemoteTo(du16, hn::BitCast(di32, r)), du16, p);
+#endif
   }
 }
 
