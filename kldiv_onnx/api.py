@@ -117,6 +117,20 @@ def _always() -> bool:
     return True
 
 
+def _purger(*caches: dict[Any, Any]) -> Callable[[Any], None]:
+    """A function that removes the prepared calls whose session is gone from ``caches``; it
+    is also the weak-reference callback of each session they were built over, so that a
+    session the session cache drops is let go of at once, not on some later call."""
+
+    def purge(_ref: Any) -> None:
+        for cache in caches:
+            for key, prepared in list(cache.items()):  # one step: safe against other threads
+                if prepared.alive() is None and cache.get(key) is prepared:
+                    cache.pop(key, None)
+
+    return purge
+
+
 class _NumpyCall:
     """The float64 reference (backend 'numpy'), its arguments checked once."""
 
@@ -153,7 +167,8 @@ class _SessionCall:
     onnxruntime into a buffer bound once and copied out; a large one into a new array bound
     by address. Only the
     session's Python wrapper is held weakly (``alive``), so that dropping it from the session
-    cache retires this object; the native session stays alive while this object lives.
+    cache retires this object (``on_drop`` then removes it from its cache, and with it the
+    native session it kept alive for its binding).
 
     Not thread-safe: every thread has its own (see :class:`KLDivLoss`).
     """
@@ -178,9 +193,14 @@ class _SessionCall:
     )
 
     def __init__(
-        self, sess: ort.InferenceSession, x: np.ndarray, t: np.ndarray, out_shape: tuple[int, ...]
+        self,
+        sess: ort.InferenceSession,
+        x: np.ndarray,
+        t: np.ndarray,
+        out_shape: tuple[int, ...],
+        on_drop: Callable[[Any], None] | None = None,
     ) -> None:
-        self.alive = weakref.ref(sess)
+        self.alive = weakref.ref(sess, on_drop)
         self.dtype = x.dtype
         binding = sess.io_binding()
         self._names = [i.name for i in sess.get_inputs()]
@@ -316,20 +336,20 @@ class KLDivLoss:
         x, t, shape = _validate(input, target)
         if backend != "numpy" and (x.size == 0 or t.size == 0):
             return _RunCall(self._session(backend, x, t)), x, t  # nothing to bind: not kept
+        local = self._local
         try:
-            calls, by_dtype = self._local.calls, self._local.by_dtype
+            calls, by_dtype = local.calls, local.by_dtype
         except AttributeError:
-            calls, by_dtype = self._local.calls, self._local.by_dtype = {}, {}
+            calls, by_dtype = local.calls, local.by_dtype = {}, {}
+            local.purge = _purger(calls, by_dtype)
         key = (x.shape, t.shape)
         prepared = by_dtype.get((x.dtype, key))
         if prepared is None or prepared.alive() is None:
-            for cache in (calls, by_dtype):  # let go of sessions the session cache dropped
-                for stale in [k for k, p in cache.items() if p.alive() is None]:
-                    del cache[stale]
+            local.purge(None)
             if len(by_dtype) >= CALLS_PER_THREAD:
                 calls.clear()
                 by_dtype.clear()
-            prepared = self._build(backend, x, t, shape)
+            prepared = self._build(backend, x, t, shape, local.purge)
             by_dtype[(x.dtype, key)] = prepared
         calls[key] = prepared
         return prepared, x, t
@@ -343,12 +363,17 @@ class KLDivLoss:
         )
 
     def _build(
-        self, backend: str, x: np.ndarray, t: np.ndarray, shape: tuple[int, ...]
+        self,
+        backend: str,
+        x: np.ndarray,
+        t: np.ndarray,
+        shape: tuple[int, ...],
+        on_drop: Callable[[Any], None],
     ) -> _NumpyCall | _SessionCall:
         if backend == "numpy":
             return _NumpyCall(self._variant, x.dtype)
         out_shape = shape if self.reduction == "none" else ()
-        return _SessionCall(self._session(backend, x, t), x, t, out_shape)
+        return _SessionCall(self._session(backend, x, t), x, t, out_shape, on_drop)
 
     def __repr__(self) -> str:
         threads = "" if self.threads is None else f", threads={self.threads}"

@@ -323,8 +323,10 @@ def test_clear_cache_retires_prepared_calls():
     x, t = make_inputs((3, 4), (3, 4), np.dtype(np.float32), False)
     loss = KLDivLoss("sum", backend="composite")
     first = loss(x, t)
+    assert len(loss._local.calls) == 1
     kldiv_onnx.clear_cache()
     assert kldiv_onnx.runtime.cache_info() == 0
+    assert loss._local.calls == {} == loss._local.by_dtype  # let go of at once
     np.testing.assert_array_equal(loss(x, t), first)
     assert kldiv_onnx.runtime.cache_info() == 1
 
@@ -418,3 +420,20 @@ def test_same_buffers_new_contents(backend, reduction):
         _same(loss(x, t), _expected(x, t, reduction, backend))
         xs, ts = make_inputs((64, 2000), (64, 2000), np.dtype(np.float32), False, seed)
         _same(loss(xs[:, ::2], ts[:, ::2]), _expected(xs[:, ::2], ts[:, ::2], reduction, backend))
+
+
+def test_evicted_sessions_are_let_go():
+    """Prepared calls do not keep sessions the session cache evicted: no more are held than
+    the cache holds."""
+    kldiv_onnx.clear_cache()
+    losses = []
+    for rank in range(1, 6):
+        x, t = make_inputs((2,) * rank, (2,) * rank, np.dtype(np.float32), False)
+        for reduction in REDUCTIONS:
+            for log_target in (False, True):
+                loss = KLDivLoss(reduction, log_target, backend="composite")
+                loss(x, t)
+                losses.append(loss)
+    assert len(losses) > kldiv_onnx.runtime.CACHE_SIZE
+    held = sum(len(loss._local.calls) for loss in losses)
+    assert held == kldiv_onnx.runtime.cache_info() == kldiv_onnx.runtime.CACHE_SIZE
