@@ -8,15 +8,15 @@ per (reduction, log_target, backend, threads). What a call then does:
 
 - numpy arrays of a (dtypes, shapes) already seen: a dict lookup, the inputs copied into the
   bound buffers (up to :data:`COPY_BYTES` each; larger ones are bound in place by address, no
-  copy), the run, and a copy of the output buffer (larger outputs are written straight into a
-  new array). Nothing touches the file system: the backend (and so the native library's path)
-  is resolved once per process.
+  copy, and only when the address changed), the run, and a copy of the output buffer (larger
+  outputs are written straight into a new array). Nothing touches the file system: the
+  backend (and so the native library's path) is resolved once per process.
 - anything else (tensors, a first call, another thread): validation and conversion as before,
   then the same prepared call.
 
 The cached objects follow the session cache of :mod:`kldiv_onnx.runtime`: once
 ``kldiv_onnx.clear_cache()`` (or the cache's eviction) drops a session, the prepared calls over
-it are rebuilt on their next use.
+it are let go of at once and rebuilt on their next use.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from .reference import kl_div as _reference
 BACKENDS = ("auto", "fused", "composite", "numpy")
 COPY_BYTES = 32 << 10
 """An input (or output) of at most this many bytes is copied into a buffer bound once;
-larger ones are bound by address on every call (no copy)."""
+larger ones are bound by address (no copy; rebound only when the address changes)."""
 CALLS_PER_THREAD = 64
 """Prepared calls a :class:`KLDivLoss` keeps per thread (dropped all at once beyond this)."""
 
@@ -165,10 +165,9 @@ class _SessionCall:
     Small inputs are copied into buffers bound once (an ``OrtValue`` over each); large ones
     are bound by address (again only when the address changed). A small output is written by
     onnxruntime into a buffer bound once and copied out; a large one into a new array bound
-    by address. Only the
-    session's Python wrapper is held weakly (``alive``), so that dropping it from the session
-    cache retires this object (``on_drop`` then removes it from its cache, and with it the
-    native session it kept alive for its binding).
+    by address. Only the session's Python wrapper is held weakly (``alive``), so that
+    dropping it from the session cache retires this object (``on_drop`` then removes it from
+    its cache, and with it the native session it kept alive for its binding).
 
     Not thread-safe: every thread has its own (see :class:`KLDivLoss`).
     """
