@@ -10,11 +10,12 @@ import warnings
 import numpy as np
 import onnx
 import pytest
-from conftest import make_inputs
+from conftest import DTYPES, make_inputs
 
-from kldiv_onnx import fuse, native, op_name, runtime
+from kldiv_onnx import Variant, fuse, native, op_name, runtime
 from kldiv_onnx.cli import main
 from kldiv_onnx.reference import kl_div as reference
+from kldiv_onnx.tolerance import tolerance
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -45,10 +46,11 @@ class StudentLoss(torch.nn.Module):
 
 
 @functools.cache
-def exported(module_key: tuple, exporter: str, dynamic: bool) -> bytes:
-    """The module exported by torch's default exporter settings (default opset)."""
+def exported(module_key: tuple, exporter: str, dynamic: bool, dtype: str = "float32") -> bytes:
+    """The module exported by torch's default exporter settings (default opset), with inputs
+    of ``dtype``."""
     module = StudentLoss() if module_key == ("student",) else KL(*module_key)
-    x, t = torch.zeros(SHAPE), torch.zeros(SHAPE)
+    x, t = (torch.zeros(SHAPE, dtype=getattr(torch, dtype)) for _ in range(2))
     names = ["x", "t"]
     outputs = ["logits", "loss"] if module_key == ("student",) else ["loss"]
     logging.disable(logging.WARNING)  # the dynamo exporter logs its steps
@@ -115,6 +117,55 @@ def test_every_torch_pattern_becomes_one_node(exporter, dynamic, reduction, log_
         assert got.shape == want.shape and got.dtype == want.dtype
         np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-7)
         np.testing.assert_allclose(got, want_ref, rtol=2e-6, atol=1e-7)
+
+
+LOW_PRECISION_CASES = [
+    (dtype, reduction, log_target, dynamic)
+    for dtype in ("float16", "bfloat16")
+    for reduction in ("sum", "mean", "batchmean")
+    for log_target in (False, True)
+    for dynamic in (True, False)
+    if dynamic or reduction == "batchmean"
+]
+
+
+@pytest.mark.parametrize(
+    ("dtype", "reduction", "log_target", "dynamic"), LOW_PRECISION_CASES, ids=str
+)
+def test_float16_and_bfloat16_dynamo_exports_become_one_node(dtype, reduction, log_target, dynamic):
+    """dynamo sums a float16/bfloat16 loss in float32 (Cast, ReduceSum, Cast back for
+    batchmean): the whole loss is still one node. torch's ``sum`` graph outputs the float32
+    sum, so the node's result is cast to float32 to keep the model's output type."""
+    original = onnx.load_from_string(exported((reduction, log_target), "dynamo", dynamic, dtype))
+    result = fuse(original)
+    name = op_name(reduction, log_target)
+    assert result.count == 1 and result.ops == {name: 1}
+    model = result.model
+    assert [n.op_type for n in model.graph.node] == [name] + (
+        ["Cast"] if reduction == "sum" else []
+    )
+    assert len(model.graph.initializer) == 0
+    assert [f.name for f in model.functions] == [name]
+    onnx.checker.check_model(model, full_check=True)
+    out_type = original.graph.output[0].type.tensor_type.elem_type
+    assert model.graph.output[0].type.tensor_type.elem_type == out_type
+
+    x, t = make_inputs(SHAPE, SHAPE, DTYPES[dtype], log_target, seed=3)
+    feeds = {"x": x, "t": t}
+    want = reference(x, t, reduction, log_target)
+    tol = tolerance(x, t, Variant(reduction, log_target), want)
+    outputs = []
+    for fused in [False] + ([True] if native.available() else []):
+        (got,) = _run(model, feeds, fused=fused)
+        assert got.dtype == onnx.helper.tensor_dtype_to_np_dtype(out_type)
+        assert np.all(np.abs(got.astype(np.float64) - want) <= tol), (got, want)
+        outputs.append(got)
+    if dtype == "float16":  # onnxruntime's CPU provider has no bfloat16 Div or ReduceSum
+        (before,) = _run(original, feeds)
+        for got in outputs:
+            np.testing.assert_allclose(
+                got.astype(np.float64), before.astype(np.float64), atol=2 * tol
+            )
 
 
 @pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])

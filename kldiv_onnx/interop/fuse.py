@@ -11,17 +11,22 @@ pointwise, TorchScript ``Where(Greater(t, 0), Mul(t, Sub(Log(t), x)), ConstantOf
 pointwise, dynamo      ``Sub(Where(Equal(t, 0), t, Where(IsNaN(t), t, Mul(t, Log(t)))), Mul(t, x))``
 log_target (both)      ``Mul(Exp(t), Sub(t, x))``
 sum (both)             ``ReduceSum(L, keepdims=0)``
+sum, dynamo, float16   ``ReduceSum(Cast(L, to=FLOAT), keepdims=0)``: the sum in float32, and
+/bfloat16              the model's output float32 too (eager torch returns the input dtype)
 mean                   ``ReduceMean(L, keepdims=0)`` (TorchScript);
                        ``Squeeze(ReduceMean(L, keepdims=1))`` (dynamo)
 batchmean              ``Div(ReduceSum(L), n)`` with ``n`` = ``Cast(Gather(Shape(x), 0))``
                        (TorchScript), ``Cast(Squeeze(Shape(x or t, start=0, end=1)))``
-                       (dynamo), or a constant equal to the static ``x.shape[0]``
+                       (dynamo), or a constant equal to the static ``x.shape[0]``; dynamo
+                       float16/bfloat16: ``Div(Cast(ReduceSum(Cast(L, to=FLOAT)), to=dtype), n)``
 =====================  ===============================================================
 
-The rules run in three stages, each lifting the previous one's node: the pointwise patterns
-become ``KLDivLoss_none[_logtarget]``; a reduction over that becomes ``…_sum``/``…_mean``; a
-division of ``…_sum`` by the batch size becomes ``…_batchmean``. So a loss is fused as far as
-its pattern goes, and every stage's result is a valid model.
+The rules run in stages, each lifting the previous one's node: the pointwise patterns become
+``KLDivLoss_none[_logtarget]``; a reduction over that becomes ``…_sum``/``…_mean`` (a float32
+sum of a float16/bfloat16 loss cast back to the loss's type included); a float32 sum left over
+(dynamo's float16/bfloat16 ``sum``) becomes ``Cast(…_sum, to=FLOAT)``, so that the model keeps
+its float32 output; a division of ``…_sum`` by the batch size becomes ``…_batchmean``. So a
+loss is fused as far as its pattern goes, and every stage's result is a valid model.
 
 Where the fused graph differs from the exported one (on inputs outside the op's domain only):
 
@@ -30,6 +35,9 @@ Where the fused graph differs from the exported one (on inputs outside the op's 
 * dynamo export, ``log_target=False``: where ``target == 0`` and ``input`` is ``-inf`` or NaN
   the graph gives NaN (``0 * -inf``, as PyTorch eager); the op gives 0, the limit.
 * ``mean`` of an empty tensor: onnxruntime's ``ReduceMean`` gives 0, the op NaN.
+* dynamo export, float16/bfloat16 ``sum``: the graph's float32 sum of the loss (rounded to its
+  dtype term by term) becomes the op's sum rounded once to the dtype and cast to float32: the
+  two differ by up to half an ulp of the dtype.
 
 On valid inputs (``target >= 0`` and finite ``input``, or any log-target) the outputs agree
 to rounding. Fusing needs ai.onnx >= 13 (the function body's opset) and a known float32,
@@ -213,6 +221,53 @@ class SumOfLoss(_Reduction):
         return _kl(op, "sum", self.log_target, x, t)
 
 
+def _casts_around(
+    result: pattern.MatchResult, x: ir.Value, up: ir.Value, down: ir.Value | None
+) -> pattern.MatchResult:
+    """``up`` casts the loss to float32 and ``down`` (if any) casts the sum back to the input's
+    type: the float32 accumulation torch writes for a float16/bfloat16 sum."""
+    if _attr(up, "to") != ir.DataType.FLOAT:
+        return result.fail(f"{up.name!r} casts the loss to {_attr(up, 'to')}, not float32")
+    if down is not None and _attr(down, "to") != x.dtype:
+        return result.fail(f"{down.name!r} casts the sum to {_attr(down, 'to')}, not {x.dtype}")
+    return result
+
+
+class SumOfUpcastLoss(_Reduction):
+    """``Cast(ReduceSum(Cast(L, to=FLOAT), keepdims=0), to=dtype)`` (dynamo, float16/bfloat16,
+    the sum inside batchmean): the sum in float32, back in the loss's type: ``'sum'``."""
+
+    def pattern(self, op, x, t):
+        loss = _kl_pattern(op, "none", self.log_target, x, t)
+        total = op.ReduceSum(op.Cast(loss, _outputs=["up"]), _outputs=["total"])
+        return op.Cast(total, _outputs=["down"])
+
+    def check(self, context, x, t, up, total, down, **_) -> pattern.MatchResult:
+        result = _reduces_all(pattern.MatchResult(), total, keepdims=0)
+        return _casts_around(result, x, up, down) if result else result
+
+    def rewrite(self, op, x, t, **_):
+        return _kl(op, "sum", self.log_target, x, t)
+
+
+class Float32SumOfLoss(_Reduction):
+    """``ReduceSum(Cast(L, to=FLOAT), keepdims=0)`` left as the result (dynamo, float16/bfloat16
+    ``sum``: the model outputs float32): ``Cast(…_sum, to=FLOAT)`` keeps that output type."""
+
+    def pattern(self, op, x, t):
+        loss = _kl_pattern(op, "none", self.log_target, x, t)
+        return op.ReduceSum(op.Cast(loss, _outputs=["up"]), _outputs=["total"])
+
+    def check(self, context, x, t, up, total, **_) -> pattern.MatchResult:
+        result = _reduces_all(pattern.MatchResult(), total, keepdims=0)
+        if result and x.dtype == ir.DataType.FLOAT:
+            return result.fail("the loss is float32 already")
+        return _casts_around(result, x, up, None) if result else result
+
+    def rewrite(self, op, x, t, **_):
+        return op.Cast(_kl(op, "sum", self.log_target, x, t), to=ir.DataType.FLOAT)
+
+
 class MeanOfLoss(_Reduction):
     """``ReduceMean(L, keepdims=0)`` (TorchScript): ``reduction='mean'``."""
 
@@ -310,16 +365,25 @@ class SumOverConstantBatch(_BatchMean):
 
 
 def rules() -> list[pattern.RewriteRuleSet]:
-    """The three stages of rule sets, applied in order (each with commuted variants)."""
+    """The stages of rule sets, applied in order (each with commuted variants). A float32 sum
+    left as it is (:class:`Float32SumOfLoss`) has a stage of its own after the one that takes
+    the sum cast back (:class:`SumOfUpcastLoss`): both start at the same ReduceSum."""
     stage1 = [TorchScriptPointwise.rule(), DynamoPointwise.rule(), LogTargetPointwise.rule()]
-    stage2, stage3 = [], []
+    stage2: list = []
+    float32_sums: list = []
+    stage3: list = []
     for log_target in (False, True):
-        stage2 += [cls.rule(log_target) for cls in (SumOfLoss, MeanOfLoss, SqueezedMeanOfLoss)]
+        stage2 += [
+            cls.rule(log_target)
+            for cls in (SumOfLoss, SumOfUpcastLoss, MeanOfLoss, SqueezedMeanOfLoss)
+        ]
+        float32_sums.append(Float32SumOfLoss.rule(log_target))
         stage3 += [
             cls.rule(log_target)
             for cls in (SumOverGatheredBatch, SumOverSlicedBatch, SumOverConstantBatch)
         ]
-    return [pattern.RewriteRuleSet(s, commute=True) for s in (stage1, stage2, stage3)]
+    stages = (stage1, stage2, float32_sums, stage3)
+    return [pattern.RewriteRuleSet(s, commute=True) for s in stages]
 
 
 # --- the model-level functions ----------------------------------------------------------------
