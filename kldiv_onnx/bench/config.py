@@ -42,7 +42,7 @@ class Config:
     seed: int = 0
     overhead: bool = True
     """Measure the "call overhead" section (needs the ``api`` backend selected)."""
-    overhead_rounds: int = 15
+    overhead_rounds: int = 51
     """Rounds of the call-overhead section: each times every contestant once, side by side."""
 
     def validate(self) -> None:
