@@ -117,9 +117,9 @@ HWY_INLINE float LoadScalar(const typename Storage<kT>::type* p) {
   }
 }
 
-// log(m) + e ln 2 for m = 1 + f, with log(1 + f) = f + f^2 Q(f), Q a degree-8 polynomial; e =
-// +inf gives +inf. No division: Highway's Log divides once per vector, and the divider bounded
-// the whole loop (about 10 cycles per AVX-512 vector).
+// The log: t = (1 + f) 2^e, log t = e ln2 + f + f^2 Q(f) with Q a degree-8 polynomial (e = +inf
+// gives +inf). No division: Highway's Log divides once per vector, and the divider bounded the
+// whole loop (about 10 cycles per AVX-512 vector).
 // Coefficients b0..b8 of Q, weighted least-squares fits (Lawson iterations towards the minimax)
 // of (log1p(f) - f) / f^2, rounded to float: for f in [sqrt(1/2) - 1, sqrt(2) - 1] (AVX2's
 // reduction) 0.08 ulp of log1p(f), and for the wider [-0.25, 0.5) that AVX-512's getmant gives
@@ -138,34 +138,21 @@ constexpr float kWideRange[9] = {-0.5f,
                                  0.10448302328586578f,
                                  -0.04490932449698448f};
 
-template <const float (&b)[9]>
-HWY_INLINE VF LogReduced(DF d, VF f, VF e) {
-  // Q(f) by Estrin's scheme: half the dependency chain of Horner's (the loop is latency bound
-  // once the scheduler fills).
-  const VF f2 = hn::Mul(f, f);
-  const VF f4 = hn::Mul(f2, f2);
-  const VF q01 = hn::MulAdd(hn::Set(d, b[1]), f, hn::Set(d, b[0]));
-  const VF q23 = hn::MulAdd(hn::Set(d, b[3]), f, hn::Set(d, b[2]));
-  const VF q45 = hn::MulAdd(hn::Set(d, b[5]), f, hn::Set(d, b[4]));
-  const VF q67 = hn::MulAdd(hn::Set(d, b[7]), f, hn::Set(d, b[6]));
-  const VF q03 = hn::MulAdd(q23, f2, q01);
-  const VF q47 = hn::MulAdd(q67, f2, q45);
-  const VF q08 = hn::MulAdd(hn::MulAdd(hn::Set(d, b[8]), f4, q47), f4, q03);
-  // f + f^2 Q rounds once at the scale of log(m); the last fma takes e * ln2 exactly, so the
-  // float ln2 costs only e * 1.9e-9 (at most 0.05 ulp of the result) and one rounding.
-  return hn::MulAdd(e, hn::Set(d, 0.693147182464599609375f), hn::MulAdd(f2, q08, f));
-}
-
-// log(t) for t > 0 (subnormals included) and t = +inf; NaN for t < 0 and NaN t on AVX-512,
-// unspecified there on AVX2 (Loss masks those lanes).
-HWY_INLINE VF LogPositive(DF d, VF t) {
 #if HWY_TARGET == HWY_AVX3
-  // t = m * 2^e with m in [1, 2) (NaN for negative t), exact for subnormals: two instructions.
-  // t = m * 2^e with m in [0.75, 1.5) (NaN for negative t), exact for subnormals; e is the
-  // exponent of t less that of m (-1 when m < 1): no compare, no blend.
+constexpr const float* kQ = kWideRange;
+#else
+constexpr const float* kQ = kNarrowRange;
+#endif
+
+// t = (1 + f) * 2^e with f in Q's range, for t > 0 (subnormals included) and t = +inf; on
+// AVX-512 f is NaN for t < 0 and NaN t, on AVX2 unspecified there (LossFromLog masks those).
+HWY_INLINE void Reduce(DF d, VF t, VF* f, VF* e) {
+#if HWY_TARGET == HWY_AVX3
+  // m in [0.75, 1.5) (NaN for negative t), exact for subnormals; e is the exponent of t less
+  // that of m (-1 when m < 1): no compare, no blend.
   const VF m{_mm512_getmant_ps(t.raw, _MM_MANT_NORM_p75_1p5, _MM_MANT_SIGN_nan)};
-  const VF e{_mm512_sub_ps(_mm512_getexp_ps(t.raw), _mm512_getexp_ps(m.raw))};
-  return LogReduced<kWideRange>(d, hn::Sub(m, hn::Set(d, 1.0f)), e);
+  *e = VF{_mm512_sub_ps(_mm512_getexp_ps(t.raw), _mm512_getexp_ps(m.raw))};
+  *f = hn::Sub(m, hn::Set(d, 1.0f));
 #else
   const hn::RebindToSigned<DF> di;
   const auto subnormal = hn::Lt(t, hn::Set(d, 1.17549435e-38f));
@@ -175,10 +162,55 @@ HWY_INLINE VF LogPositive(DF d, VF t) {
   const auto bits = hn::BitCast(di, t);
   const auto k = hn::ShiftRight<23>(hn::Sub(bits, hn::Set(di, 0x3F3504F3)));
   const VF m = hn::BitCast(d, hn::Sub(bits, hn::ShiftLeft<23>(k)));
-  VF e = hn::ConvertTo(d, k);
-  e = hn::IfThenElse(subnormal, hn::Sub(e, hn::Set(d, 25.0f)), e);
-  return LogReduced<kNarrowRange>(d, hn::Sub(m, hn::Set(d, 1.0f)), e);
+  *e = hn::IfThenElse(subnormal, hn::Sub(hn::ConvertTo(d, k), hn::Set(d, 25.0f)),
+                      hn::ConvertTo(d, k));
+  *f = hn::Sub(m, hn::Set(d, 1.0f));
 #endif
+}
+
+// t * (lg - x), 0 where t == 0 (and -0); t < 0 gives NaN, t = +inf gives +inf (inf * (inf - x));
+// NaN t propagates through the product.
+HWY_INLINE VF LossFromLog(DF d, VF x, VF t, VF lg) {
+#if HWY_TARGET == HWY_AVX3
+  (void)d;
+  // One zero-masked multiply: lanes where t == 0 (or -0) get 0; NaN t compares unequal.
+  const __mmask16 nonzero = _mm512_cmp_ps_mask(t.raw, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+  return VF{_mm512_maskz_mul_ps(nonzero, t.raw, hn::Sub(lg, x).raw)};
+#else
+  lg = hn::IfThenElse(hn::Lt(t, hn::Zero(d)), hn::NaN(d), lg);
+  lg = hn::IfThenElse(hn::Eq(t, hn::Inf(d)), hn::Inf(d), lg);
+  return hn::IfThenZeroElse(hn::Eq(t, hn::Zero(d)), hn::Mul(t, hn::Sub(lg, x)));
+#endif
+}
+
+// The loss t * (log t - x) of N vectors, computed stage by stage across the N so that the
+// instruction stream interleaves N independent dependency chains: the scheduler holds too few
+// entries to find them across whole chains (the loop was latency bound).
+// log(1 + f) + e ln2 with log(1 + f) = f + f^2 Q(f), Q by Estrin's scheme (half the chain of
+// Horner's); the last fma takes e * ln2 whole, so the float ln2 costs only e * 1.9e-9 (at most
+// 0.05 ulp of the result) and f + f^2 Q rounds at the scale of log(1 + f).
+template <int N>
+HWY_INLINE void LogLosses(DF d, const VF* x, const VF* t, VF* out) {
+  VF f[N], e[N], f2[N], f4[N], q03[N], q47[N];
+  for (int k = 0; k < N; ++k) Reduce(d, t[k], &f[k], &e[k]);
+  for (int k = 0; k < N; ++k) f2[k] = hn::Mul(f[k], f[k]);
+  for (int k = 0; k < N; ++k) f4[k] = hn::Mul(f2[k], f2[k]);
+  for (int k = 0; k < N; ++k) {
+    q03[k] = hn::MulAdd(hn::MulAdd(hn::Set(d, kQ[3]), f[k], hn::Set(d, kQ[2])), f2[k],
+                        hn::MulAdd(hn::Set(d, kQ[1]), f[k], hn::Set(d, kQ[0])));
+  }
+  for (int k = 0; k < N; ++k) {
+    q47[k] = hn::MulAdd(hn::MulAdd(hn::Set(d, kQ[7]), f[k], hn::Set(d, kQ[6])), f2[k],
+                        hn::MulAdd(hn::Set(d, kQ[5]), f[k], hn::Set(d, kQ[4])));
+  }
+  for (int k = 0; k < N; ++k) {
+    q03[k] = hn::MulAdd(hn::MulAdd(hn::Set(d, kQ[8]), f4[k], q47[k]), f4[k], q03[k]);
+  }
+  for (int k = 0; k < N; ++k) {
+    const VF lg =
+        hn::MulAdd(e[k], hn::Set(d, 0.693147182464599609375f), hn::MulAdd(f2[k], q03[k], f[k]));
+    out[k] = LossFromLog(d, x[k], t[k], lg);
+  }
 }
 
 template <bool kLogTarget>
@@ -191,18 +223,19 @@ HWY_INLINE VF Loss(DF d, VF x, VF t) {
     e = hn::IfThenZeroElse(hn::Lt(t, hn::Set(d, -104.0f)), e);
     return hn::Mul(e, hn::Sub(t, x));
   } else {
-    // t * (log(t) - x), 0 where t == 0 (and -0). t < 0 gives NaN, t = +inf gives +inf; NaN t
-    // propagates through the product.
-    VF lg = LogPositive(d, t);
-#if HWY_TARGET == HWY_AVX3
-    // One zero-masked multiply: lanes where t == 0 (or -0) get 0; NaN t compares unequal.
-    const __mmask16 nonzero = _mm512_cmp_ps_mask(t.raw, _mm512_setzero_ps(), _CMP_NEQ_UQ);
-    return VF{_mm512_maskz_mul_ps(nonzero, t.raw, hn::Sub(lg, x).raw)};
-#else
-    lg = hn::IfThenElse(hn::Lt(t, hn::Zero(d)), hn::NaN(d), lg);
-    lg = hn::IfThenElse(hn::Eq(t, hn::Inf(d)), hn::Inf(d), lg);
-    return hn::IfThenZeroElse(hn::Eq(t, hn::Zero(d)), hn::Mul(t, hn::Sub(lg, x)));
-#endif
+    VF out;
+    LogLosses<1>(d, &x, &t, &out);
+    return out;
+  }
+}
+
+// The losses of four vectors (see LogLosses).
+template <bool kLogTarget>
+HWY_INLINE void Losses4(DF d, const VF* x, const VF* t, VF* out) {
+  if constexpr (kLogTarget) {
+    for (int k = 0; k < 4; ++k) out[k] = Loss<true>(d, x[k], t[k]);
+  } else {
+    LogLosses<4>(d, x, t, out);
   }
 }
 
@@ -232,12 +265,12 @@ void PointwiseRun(const void* xv, const void* tv, int64_t n, void* outv) {
   const VF ts = hn::Set(d, kST ? 0.0f : LoadScalar<kT>(t));
   int64_t i = 0;
   for (; i + 4 * lanes <= n; i += 4 * lanes) {  // four independent chains per step
-    VF l[4];
+    VF xk[4], tk[4], l[4];
     for (int k = 0; k < 4; ++k) {
-      const VF xk = kSX ? LoadVec<kT>(d, x + i + k * lanes) : xs;
-      const VF tk = kST ? LoadVec<kT>(d, t + i + k * lanes) : ts;
-      l[k] = Loss<kLogTarget>(d, xk, tk);
+      xk[k] = kSX ? LoadVec<kT>(d, x + i + k * lanes) : xs;
+      tk[k] = kST ? LoadVec<kT>(d, t + i + k * lanes) : ts;
     }
+    Losses4<kLogTarget>(d, xk, tk, l);
     for (int k = 0; k < 4; ++k) StoreVec<kT>(d, l[k], out + i + k * lanes);
   }
   for (; i + lanes <= n; i += lanes) {
@@ -278,12 +311,12 @@ double SumRun(const void* xv, const void* tv, int64_t n) {
   // pairwise in float (two roundings per lane, each within half an ulp of the partial) and
   // promoted to double once per step instead of once per vector.
   for (; i + 4 * lanes <= n; i += 4 * lanes) {
-    VF l[4];
+    VF xk[4], tk[4], l[4];
     for (int k = 0; k < 4; ++k) {
-      const VF xk = kSX ? LoadVec<kT>(d, x + i + k * lanes) : xs;
-      const VF tk = kST ? LoadVec<kT>(d, t + i + k * lanes) : ts;
-      l[k] = Loss<kLogTarget>(d, xk, tk);
+      xk[k] = kSX ? LoadVec<kT>(d, x + i + k * lanes) : xs;
+      tk[k] = kST ? LoadVec<kT>(d, t + i + k * lanes) : ts;
     }
+    Losses4<kLogTarget>(d, xk, tk, l);
     const VF partial = hn::Add(hn::Add(l[0], l[1]), hn::Add(l[2], l[3]));
     if (HWY_LIKELY(hn::AllTrue(d, hn::IsFinite(partial)))) {
       accumulate(partial);
