@@ -279,7 +279,9 @@ class KLDivLoss:
     0: onnxruntime's default, one per core).
 
     Calls are cheap after the first one for given dtypes and shapes (see the module
-    docstring); an instance may be called from several threads at once.
+    docstring); an instance may be called from several threads at once. Its configuration
+    (``reduction``, ``log_target``, ``backend``, ``threads``) is read-only: what was prepared
+    for it would otherwise go on running the old one.
     """
 
     def __init__(
@@ -290,15 +292,28 @@ class KLDivLoss:
         backend: str = "auto",
         threads: int | None = None,
     ) -> None:
-        variant = Variant(reduction, log_target)
-        self.reduction = variant.reduction
-        self.log_target = variant.log_target
+        self._variant = Variant(reduction, log_target)
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        self.backend = backend
-        self.threads = _check_threads(threads)
-        self._variant = variant
+        self._backend = backend
+        self._threads = _check_threads(threads)
         self._local = threading.local()
+
+    @property
+    def reduction(self) -> str:
+        return self._variant.reduction
+
+    @property
+    def log_target(self) -> bool:
+        return self._variant.log_target
+
+    @property
+    def backend(self) -> str:
+        return self._backend
+
+    @property
+    def threads(self) -> int | None:
+        return self._threads
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -331,7 +346,7 @@ class KLDivLoss:
     ) -> tuple[Callable[[np.ndarray, np.ndarray], np.ndarray], np.ndarray, np.ndarray]:
         """The slow path: resolve the backend, validate and convert the arguments, and find
         or build (and cache) the prepared call for them."""
-        backend = _resolve_backend(self.backend)
+        backend = _resolve_backend(self._backend)
         x, t, shape = _validate(input, target)
         if backend != "numpy" and (x.size == 0 or t.size == 0):
             return _RunCall(self._session(backend, x, t)), x, t  # nothing to bind: not kept
@@ -358,7 +373,7 @@ class KLDivLoss:
             _model_bytes(self._variant, dtype_name(x.dtype), (x.ndim, t.ndim)),
             providers=["CPUExecutionProvider"],
             fused=backend == "fused",
-            threads=self.threads,
+            threads=self._threads,
         )
 
     def _build(

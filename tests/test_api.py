@@ -437,3 +437,20 @@ def test_evicted_sessions_are_let_go():
     assert len(losses) > kldiv_onnx.runtime.CACHE_SIZE
     held = sum(len(loss._local.calls) for loss in losses)
     assert held == kldiv_onnx.runtime.cache_info() == kldiv_onnx.runtime.CACHE_SIZE
+
+
+def test_configuration_is_read_only():
+    """Changing reduction (or the rest) after calls would leave the prepared calls running
+    the old configuration: refused."""
+    loss = KLDivLoss("sum", True, backend="composite", threads=1)
+    assert (loss.reduction, loss.log_target, loss.backend, loss.threads) == (
+        "sum",
+        True,
+        "composite",
+        1,
+    )
+    for name, value in (("reduction", "mean"), ("log_target", False), ("backend", "numpy")):
+        with pytest.raises(AttributeError):
+            setattr(loss, name, value)
+    with pytest.raises(AttributeError):
+        loss.threads = 2
