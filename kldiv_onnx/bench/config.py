@@ -70,5 +70,5 @@ class Config:
 def quick_config() -> Config:
     """The CI set: two small sizes, every dtype, reduction, thread count and backend."""
     return Config(
-        sizes=QUICK_SIZES, min_repeats=3, max_repeats=20, budget_s=0.01, overhead_rounds=3
+        sizes=QUICK_SIZES, min_repeats=3, max_repeats=20, budget_s=0.01, overhead_rounds=5
     )
