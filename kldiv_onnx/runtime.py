@@ -22,7 +22,7 @@ import onnxruntime as ort
 from . import native
 from . import providers as _providers
 from .arrays import from_ortvalue, to_ortvalue
-from .model_io import ModelLike, check_input_file
+from .model_io import ModelLike, check_input_file, uses_external_data
 
 CACHE_SIZE = 32
 _cache: OrderedDict[tuple, ort.InferenceSession] = OrderedDict()
@@ -36,8 +36,9 @@ _lock = threading.Lock()
 
 def _model_source(model: ModelLike) -> tuple[tuple, str | bytes]:
     """(what identifies the model in the cache key; what onnxruntime loads). A path is handed
-    to onnxruntime as a path, so that external data resolves beside the model; its key names
-    the file too, since the same bytes in another folder may point at other data."""
+    to onnxruntime as a path, so that external data resolves beside the model; the key is the
+    content's hash, plus the folder where the model keeps data outside the file (the same bytes
+    in another folder point at other data)."""
     if isinstance(model, onnx.ModelProto):
         data = model.SerializeToString()
         return (hashlib.sha256(data).hexdigest(),), data
@@ -46,8 +47,13 @@ def _model_source(model: ModelLike) -> tuple[tuple, str | bytes]:
         return (hashlib.sha256(data).hexdigest(),), data
     if isinstance(model, (str, os.PathLike)):
         path = check_input_file(model, "model").resolve()
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        return (digest, str(path)), str(path)
+        data = path.read_bytes()
+        identity: tuple = (hashlib.sha256(data).hexdigest(),)
+        # an external tensor names its file under the key "location": without those bytes the
+        # model has none, and need not be parsed here
+        if b"location" in data and uses_external_data(onnx.load_from_string(data)):
+            identity += (str(path.parent),)
+        return identity, str(path)
     raise TypeError(f"model must be a ModelProto, bytes or a path, got {type(model).__name__}")
 
 
