@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 import onnx
 import onnx.inliner
-from onnx import FunctionProto, TensorProto, helper
+from onnx import FunctionProto, TensorProto, helper, numpy_helper
 from onnxscript import opset15 as op
 from onnxscript import script
 from onnxscript.values import Opset
@@ -102,14 +103,17 @@ def BlockSums(v):
     return op.ReduceSum(rows, op.Constant(value_ints=[2]), keepdims=0)
 
 
+_SCALES = numpy_helper.from_array(np.array([[1.0], [2.0**-10]], np.float32))
+"""The factors of the two rows of the later stages: ``lo`` 1, ``hi`` 2**-10."""
+
+
 @script(_parts, default_opset=op)
 def StagedTotals(loss):
     """[lo, hi]: the total of ``loss`` (any rank) divided by 2**10 and by 2**40, summed in
     four stages of blocks of 1024 (see above)."""
     flat = op.Reshape(loss, op.Constant(value_ints=[1, -1]))
     means = FirstBlockSums(op.Mul(flat, op.Constant(value_float=0.0009765625)))  # 2**-10
-    scales = op.Constant(value_floats=[1.0, 0.0009765625])
-    scales = op.Reshape(scales, op.Constant(value_ints=[2, 1]))  # lo: 1, hi: 2**-10
+    scales = op.Constant(value=_SCALES)
     partials = BlockSums(op.Mul(op.Concat(means, means, axis=0), scales))
     partials = BlockSums(op.Mul(partials, scales))
     partials = BlockSums(op.Mul(partials, scales))
@@ -117,21 +121,29 @@ def StagedTotals(loss):
 
 
 @script(_parts, default_opset=op)
-def TotalOver(loss, count):
-    """The total of ``loss`` divided by ``count`` (a float32 scalar), from :func:`StagedTotals`:
-    ``lo`` where it is finite, else ``hi``. An empty loss with count 0 gives 0 * inf = NaN."""
+def Rescaled(loss, lo_factor, hi_factor):
+    """The total of ``loss`` times ``lo_factor`` (2**10 / count) from the ``lo`` row of
+    :func:`StagedTotals` where that row is finite, else ``hi`` times ``hi_factor`` (2**40 /
+    count). An empty loss divided by a count of 0 gives 0 * inf = NaN."""
     totals = StagedTotals(loss)
     lo = op.Gather(totals, op.Constant(value_int=0))
     hi = op.Gather(totals, op.Constant(value_int=1))
-    lo_result = op.Mul(lo, op.Div(op.Constant(value_float=1024.0), count))
-    hi_result = op.Mul(hi, op.Div(op.Constant(value_float=1099511627776.0), count))  # 2**40
     finite = op.Less(op.Abs(lo), op.Constant(value_float=float("inf")))
-    return op.Where(finite, lo_result, hi_result)
+    return op.Where(finite, op.Mul(lo, lo_factor), op.Mul(hi, hi_factor))
+
+
+@script(_parts, default_opset=op)
+def TotalOver(loss, count):
+    """The total of ``loss`` divided by ``count``, a float32 scalar computed from shapes."""
+    lo_factor = op.Div(op.Constant(value_float=1024.0), count)
+    hi_factor = op.Div(op.Constant(value_float=1099511627776.0), count)  # 2**40
+    return Rescaled(loss, lo_factor, hi_factor)
 
 
 @script(_parts, default_opset=op)
 def ReduceTotal(loss, input):
-    return TotalOver(loss, op.Constant(value_float=1.0))
+    """The total (constant factors: no node of the body is fed by constants alone)."""
+    return Rescaled(loss, op.Constant(value_float=1024.0), op.Constant(value_float=1099511627776.0))
 
 
 @script(_parts, default_opset=op)

@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 from conftest import DTYPES
 
-from kldiv_onnx import build_model, runtime
+from kldiv_onnx import build_model, cann, runtime
 from kldiv_onnx.reference import kl_div, sample_inputs
 
 BIG = 2**27
@@ -175,3 +175,13 @@ def test_inf_and_nan_terms_stay(value, reduction):
     want = float(kl_div(x, t, reduction))
     got = float(_run(build_model(reduction, False, "float32", ["n"], ["n"]), x, t))
     np.testing.assert_equal(got, want)
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean", "batchmean"])
+def test_the_staged_body_stays_whole_on_the_npu_unfolded(reduction, dtype_name):
+    """Every op of the staged sum is on the CANN graph-mode list, and no node is fed by
+    constants alone, so the body is one NPU partition even without constant folding."""
+    model = build_model(reduction, False, dtype_name)
+    assert {n.op_type for n in model.functions[0].node} <= cann.tables().graph_ops
+    report = cann.check_placement(model, fold_constants=False)
+    assert report.ok and report.partitions == 1, report.format()
