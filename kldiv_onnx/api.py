@@ -22,6 +22,7 @@ it are let go of at once and rebuilt on their next use.
 from __future__ import annotations
 
 import functools
+import os
 import threading
 import weakref
 from collections.abc import Callable
@@ -84,11 +85,15 @@ def _check_backend(backend: str) -> str:
     return backend
 
 
-@functools.cache
 def _resolve_backend(backend: str) -> str:
-    """:func:`_check_backend`, once per process and name (a failure is not remembered, so a
-    library built later is found). The native library's path is resolved here and nowhere
-    on the call path."""
+    """:func:`_check_backend`, once per name and value of ``KLDIV_ONNX_LIBRARY`` (reading the
+    environment touches no file; a failure is not remembered, so a library built later is
+    found). The native library's path is resolved here and nowhere on the call path."""
+    return _resolved_backend(backend, os.environ.get(native.ENV_VAR))
+
+
+@functools.cache
+def _resolved_backend(backend: str, library_override: str | None) -> str:
     return _check_backend(backend)
 
 

@@ -165,7 +165,7 @@ def test_unavailable_backends_are_skipped(monkeypatch, capsys, request):
         raise FileNotFoundError("kldiv_onnx native library not found at /nowhere")
 
     def forget() -> None:  # the API resolves its backend once per process: as in a new one
-        api._resolve_backend.cache_clear()
+        api._resolved_backend.cache_clear()
         api._loss_for.cache_clear()
 
     forget()
