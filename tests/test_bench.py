@@ -323,3 +323,25 @@ def test_plot_is_png_whatever_the_suffix(quick, tmp_path):
     bench_cli._write_plot(result, str(out))
     assert out.read_bytes().startswith(PNG_SIGNATURE)
     assert [p.name for p in tmp_path.iterdir()] == ["plot.out"]
+
+
+def test_compare_section(tmp_path, capsys):
+    """--compare measures compare's KL stage against reading both output batches, and its
+    samples/s end to end, and keeps them in the JSON."""
+    out = tmp_path / "b.json"
+    argv = ["bench", "--quick", "--no-memory", "--no-overhead", "--no-progress"]
+    argv += ["--backends", "fused", "--dtypes", "float32", "--reductions", "batchmean"]
+    assert main([*argv, "--compare", "local", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "KL stage vs reading both output batches once" in text
+    section = json.loads(out.read_text())["compare"]
+    assert {r["classes"] for r in section["kl_stage"]} == {10, 1000}
+    assert all(r["read_s"] > 0 and r["kl_s"] > 0 for r in section["kl_stage"])
+    assert [e["engine"] for e in section["end_to_end"]] == ["local"]
+    assert section["end_to_end"][0]["samples_per_s"] > 0
+
+
+def test_compare_engines_are_checked(capfd):
+    assert main(["bench", "--quick", "--compare", "spark"]) == 2
+    err = capfd.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "engines must be among" in err

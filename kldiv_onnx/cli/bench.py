@@ -12,6 +12,8 @@ from .. import native
 from ..bench.config import BACKENDS, Config, quick_config
 from ..bench.measure import run_benchmark
 from ..bench.report import format_table, markdown, plot
+from ..comparison import ENGINES
+from ..comparison.bench import compare_bench, format_bench
 from ..model_io import atomic_write, check_output_path, write_bytes
 from .common import UsageError
 
@@ -43,6 +45,16 @@ def _str_list(text: str) -> tuple[str, ...]:
     return tuple(p.strip() for p in text.split(",") if p.strip())
 
 
+def _engines(text: str) -> tuple[str, ...]:
+    engines = _str_list(text)
+    unknown = [e for e in engines if e not in ENGINES]
+    if not engines or unknown:
+        raise argparse.ArgumentTypeError(
+            f"engines must be among {', '.join(ENGINES)}, got {text!r}"
+        )
+    return engines
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     cfg = quick_config() if args.quick else Config()
     for name in ("sizes", "dtypes", "reductions", "threads", "backends"):
@@ -69,10 +81,20 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         except ImportError as exc:
             raise UsageError(f"--plot needs matplotlib ({exc})") from exc
 
+    if args.compare and "ray" in args.compare:
+        try:
+            import ray  # noqa: F401
+        except ImportError as exc:
+            raise UsageError("--compare ray needs Ray Data: pip install 'kldiv-onnx[ray]'") from exc
+
     result = run_benchmark(cfg, progress=not args.no_progress)
     command = _command_line(args)
     result["command"] = command
     print(format_table(result))
+    if args.compare:
+        sizes = {"classes": (10, 1000), "rows": 2000, "repeats": 5} if args.quick else {}
+        result["compare"] = compare_bench(engines=args.compare, **sizes)
+        print(format_bench(result["compare"]))
     writes: list[tuple[str, str, Callable[[str], None], str]] = []
     if args.json:
         data = (json.dumps(result, indent=1) + "\n").encode("utf-8")
@@ -147,6 +169,14 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="skip the call-overhead section (API vs torch eager at (2, 2) and (64, 1000))",
     )
+    p.add_argument(
+        "--compare",
+        type=_engines,
+        metavar="ENGINES",
+        default=None,
+        help="also measure kldiv-onnx compare with these engines (local,ray): its KL stage "
+        "against reading both models' output batches once, and samples/s end to end",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.add_argument("--json", metavar="FILE", help="write every point and the machine as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="write the throughput plot (matplotlib)")
@@ -172,6 +202,8 @@ def _command_line(args: argparse.Namespace) -> str:
         value = getattr(args, name)
         if value is not None:
             words += [f"--{name.replace('_', '-')}", str(value)]
+    if args.compare:
+        words += ["--compare", ",".join(args.compare)]
     for name in ("no_memory", "no_overhead", "no_progress"):
         if getattr(args, name):
             words.append(f"--{name.replace('_', '-')}")
