@@ -29,6 +29,7 @@ from kldiv_onnx import doctor
 from kldiv_onnx._contract import DOMAIN, GENERIC_OP, REDUCTIONS, op_name, variant_ops
 from kldiv_onnx.native import (
     ENV_VAR,
+    ISA_ENV_VAR,
     LIBRARY_NAME,
     LibraryDamagedError,
     active_target,
@@ -194,7 +195,7 @@ print(lib.KLDivOnnxActiveTarget().decode())
 
 @pytest.mark.parametrize("isa", [None, "avx3", "avx2", "scalar", "sse9"])
 def test_active_target_is_readable_with_ctypes(isa):
-    proc = _python(_ACTIVE_TARGET, library_path(), env={"KLDIV_ONNX_ISA": isa})
+    proc = _python(_ACTIVE_TARGET, library_path(), env={ISA_ENV_VAR: isa})
     assert proc.returncode == 0, proc.stderr
     target = proc.stdout.strip()
     if isa == "sse9":
@@ -212,7 +213,7 @@ def test_unknown_isa_value_fails_registration():
         "import onnxruntime as ort, sys\n"
         "ort.SessionOptions().register_custom_ops_library(sys.argv[1])\n"
     )
-    proc = _python(code, library_path(), env={"KLDIV_ONNX_ISA": "sse9"})
+    proc = _python(code, library_path(), env={ISA_ENV_VAR: "sse9"})
     assert proc.returncode != 0
     assert "KLDIV_ONNX_ISA='sse9' is not one of avx3, avx2, scalar" in proc.stderr
 
@@ -627,7 +628,7 @@ for target, log_target in ((t, False), (lt, True)):
 def test_capped_isa_paths_through_onnxruntime(isa, dtype, tmp_path):
     """KLDIV_ONNX_ISA caps the SIMD path chosen at load: the AVX2 and scalar loops (besides the
     best one this CPU has, used everywhere else) give the reference's results in onnxruntime."""
-    env = {**os.environ, "KLDIV_ONNX_ISA": isa}
+    env = {**os.environ, ISA_ENV_VAR: isa}
     proc = subprocess.run(
         [sys.executable, "-c", _ISA_SCRIPT, dtype],
         capture_output=True,
