@@ -140,6 +140,7 @@ def compare(
             outputs=outputs,
             feed_types=feed_types,
             providers=providers,
+            library=native.library_path() if native.available() else None,
         )
         bar = Progress(rows, progress)
         try:

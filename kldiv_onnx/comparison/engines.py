@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import onnx
 
+from .. import native, runtime
 from .. import providers as _providers
-from .. import runtime
 from ..runtimes import OpenVINO
 from .data import Dataset
 from .models import needs_mask
@@ -48,6 +48,9 @@ class Job:
     feed_types: dict[str, np.dtype]
     providers: tuple[Any, Any]
     threads: int | None = None
+    library: str | None = None
+    """The native library the KL model runs on (the driver's), or None for its function body:
+    every process of a comparison computes the KL the same way."""
 
 
 OPENVINO = "OpenVINO"
@@ -90,8 +93,16 @@ class BatchRunner:
         self.job = job
         self.base = ModelRunner(job.base, job.providers[0], job.threads)
         self.candidate = ModelRunner(job.candidate, job.providers[1], job.threads)
-        self.kl = runtime.session(job.kl, providers=["CPUExecutionProvider"], threads=job.threads)
+        self.kl = self._kl_session(job.kl)
         self.kl_masked = None  # built on the first batch that needs it
+
+    def _kl_session(self, model: bytes) -> Any:
+        return runtime.session(
+            model,
+            providers=["CPUExecutionProvider"],
+            threads=self.job.threads,
+            fused=self.job.library is not None,
+        )
 
     def __call__(
         self, feeds: Mapping[str, np.ndarray], timings: dict[str, float]
@@ -125,9 +136,7 @@ class BatchRunner:
         sess = self.kl
         if needs_mask(job.kind, job.temperature, base):
             if self.kl_masked is None:
-                self.kl_masked = runtime.session(
-                    job.kl_masked, providers=["CPUExecutionProvider"], threads=job.threads
-                )
+                self.kl_masked = self._kl_session(job.kl_masked)
             sess = self.kl_masked
         (kl,) = runtime.run(sess, {"base": base, "candidate": candidate})
         agree = base.argmax(axis=-1) == candidate.argmax(axis=-1)
@@ -268,6 +277,11 @@ class RayWorker:
         blobs = {k: getattr(job, k) for k in ("base", "candidate", "kl", "kl_masked")}
         refs = {k: v for k, v in blobs.items() if isinstance(v, ray.ObjectRef)}
         job = _with(job, **dict(zip(refs, ray.get(list(refs.values())), strict=True)))
+        if job.library is not None and os.path.isfile(job.library):
+            # A worker of a local cluster imports kldiv_onnx from the driver's working directory
+            # when that is a source checkout (Ray puts it first on the path): the driver's own
+            # library, on this very machine, keeps its KL the driver's.
+            os.environ[native.ENV_VAR] = job.library
         self.job = job
         self.runner = BatchRunner(job)
         self.dataset = Dataset(job.data)
