@@ -96,17 +96,22 @@ def FirstBlockSums(v):
     return op.ReduceSum(op.Reshape(rows, shape), op.Constant(value_ints=[2]), keepdims=0)
 
 
+_ZEROS = numpy_helper.from_array(np.zeros((2, 1023), np.float32))
+
+
 @script(_parts, default_opset=op)
 def BlockSums(v):
-    """[r, m] -> [r, ceil(m / 1024)] for the small later stages: 1023 zeros are padded and the
-    rows cut to a multiple of 1024 (tract cannot prove the volume of the reshape after a
-    computed fill there: its symbolic dims of nested divisions do not compare equal)."""
+    """[2, m] -> [2, ceil(m / 1024)] for the small later stages (two rows, ``lo`` and ``hi``):
+    1023 constant zeros are appended and the rows cut to a multiple of 1024 (tract cannot
+    prove the volume of the reshape after a computed fill there: its symbolic dims of nested
+    divisions do not compare equal; onnxruntime 1.24's shape inference refuses a ``Pad``
+    inside the function body)."""
     block = op.Constant(value_ints=[1024])
     shape = op.Shape(v)
     r = op.Gather(shape, op.Constant(value_ints=[0]))
     m = op.Gather(shape, op.Constant(value_ints=[1]))
     blocks = op.Div(op.Add(m, op.Constant(value_ints=[1023])), block)
-    padded = op.Pad(v, op.Constant(value_ints=[0, 0, 0, 1023]))
+    padded = op.Concat(v, op.Constant(value=_ZEROS), axis=1)
     cut = op.Slice(
         padded, op.Constant(value_ints=[0]), op.Mul(blocks, block), op.Constant(value_ints=[1])
     )
