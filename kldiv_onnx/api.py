@@ -94,6 +94,8 @@ def _resolve_backend(backend: str) -> str:
 
 @functools.cache
 def _resolved_backend(backend: str, library_override: str | None) -> str:
+    """``library_override`` is only part of the cache key: ``native`` reads the variable."""
+    del library_override
     return _check_backend(backend)
 
 
