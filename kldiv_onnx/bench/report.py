@@ -1,5 +1,5 @@
-"""Reading a result: ratios between backends, the targets (:func:`summarize`: issue 4's speed
-and memory targets, issue 14's call-overhead targets), the terminal tables, the README markdown
+"""Reading a result: ratios between backends, the targets (:func:`summarize`: the kernel's speed
+and memory targets, the call-overhead targets), the terminal tables, the README markdown
 section and the throughput plot."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 from .config import BACKENDS, CLASSES, OVERHEAD_SHAPES, OVERHEAD_TARGETS
 
 TARGET = {"size": 2**24, "dtype": "float32", "reduction": "batchmean"}
-"""The point at which issue 4's speed targets are stated (with the most threads measured)."""
+"""The point at which the kernel's speed targets are stated (with the most threads measured)."""
 TARGET_SPEEDUP = 10.0
 TARGET_READ_RATIO = 2.0
 HALF_SLACK = 1.05
@@ -51,7 +51,7 @@ def ratios(result: dict[str, Any], dtype: str, reduction: str, threads: int, siz
 
 
 def summarize(result: dict[str, Any]) -> dict[str, Any]:
-    """Issue 4's targets at its point (or the nearest measured one), each with pass/fail."""
+    """The kernel's targets at their point (or the nearest measured one), each with pass/fail."""
     cfg = result["config"]
     size = TARGET["size"] if TARGET["size"] in cfg["sizes"] else max(cfg["sizes"])
     threads = max(cfg["threads"])
@@ -283,7 +283,7 @@ _TARGET_LABELS = {
 
 
 def target_rows(result: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    """(label, measured, goal, verdict) for each target (issue 4's and the call overhead's;
+    """(label, measured, goal, verdict) for each target (the kernel's and the call overhead's;
     for the latter the worse of ``KLDivLoss`` and ``kl_div``)."""
     rows = []
     for key, label in _TARGET_LABELS.items():
