@@ -428,3 +428,15 @@ def test_demo_size_is_honoured(size, shape, capsys):
 
 def test_demo_size_must_be_positive(capfd):
     _one_line_exit_2(["demo", "--size", "0"], capfd)
+
+
+@pytest.mark.parametrize("argv", [["inline"], ["prepare", "--target", "onnxruntime"]])
+def test_inline_and_prepare_keep_external_data(external, tmp_path, argv):
+    out = tmp_path / "out" / "m.onnx"
+    out.parent.mkdir()
+    assert main([argv[0], str(external), str(out), *argv[1:]]) == 0
+    assert (out.parent / "m.onnx.data").is_file()
+    x = np.random.default_rng(2).standard_normal((2, 16)).astype(np.float32)
+    got = runtime.run(runtime.session(out), {"features": x})[0]
+    want = runtime.run(runtime.session(STUDENT), {"features": x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-6)

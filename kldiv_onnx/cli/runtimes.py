@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..export import opset_of
 from ..portable import inline
 from ..prepare import TARGETS, prepare
 from .common import UsageError, read_model, write_model
@@ -16,9 +17,11 @@ def _cmd_inline(args: argparse.Namespace) -> int:
         out = inline(model)
     except ValueError as exc:
         raise UsageError(f"cannot inline {args.input}: {exc}") from exc
-    write_model(out, args.output)
-    opset = next((o.version for o in out.opset_import if o.domain in ("", "ai.onnx")), None)
-    print(f"wrote {args.output}: {len(out.graph.node)} nodes, standard ops only (opset {opset})")
+    write_model(out, args.output, (args.input,))
+    print(
+        f"wrote {args.output}: {len(out.graph.node)} nodes, standard ops only "
+        f"(opset {opset_of(out)})"
+    )
     return 0
 
 
@@ -28,7 +31,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         prepared = prepare(model, args.target)
     except ValueError as exc:
         raise UsageError(f"cannot prepare {args.input} for {args.target}: {exc}") from exc
-    write_model(prepared.model, args.output)
+    write_model(prepared.model, args.output, (args.input,))
     print(f"wrote {args.output}: {prepared.summary()}")
     if prepared.placement is not None:
         print(prepared.placement.format())  # type: ignore[attr-defined]
