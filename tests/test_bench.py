@@ -61,7 +61,7 @@ def test_quick_json_has_every_point(quick):
         for s in cfg["sizes"]
     }
     points = result["points"]
-    assert len(points) == len(expected) == 2 * 3 * 2 * 2 * 6
+    assert len(points) == len(expected) == 2 * 3 * 2 * 2 * 7
     assert {
         (p["backend"], p["dtype"], p["reduction"], p["threads"], p["size"]) for p in points
     } == (expected)
@@ -185,7 +185,7 @@ def test_unavailable_backends_are_skipped(monkeypatch, capsys, request):
     )
     result = bench.run_benchmark(cfg, progress=False)
     skipped = {s["backend"]: s["reason"] for s in result["skipped"]}
-    assert set(skipped) == {"fused", "torch-export", "torch-eager"}
+    assert set(skipped) == {"fused", "torch-export", "torch-eager", "torch-read"}
     assert "native library" in skipped["fused"] and "torch" in skipped["torch-eager"]
     status = {p["backend"]: p for p in result["points"]}
     for name in skipped:
@@ -345,3 +345,21 @@ def test_compare_engines_are_checked(capfd):
     assert main(["bench", "--quick", "--compare", "spark"]) == 2
     err = capfd.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "engines must be among" in err
+
+
+def test_faster_read_bound(quick):
+    """The kernel is held to the faster of the two read bounds: numpy's and torch's."""
+    _, result = quick
+    at = result["summary"]["at"]
+    key = (at["dtype"], at["reduction"], at["threads"], at["size"])
+    median = {
+        p["backend"]: p["median_s"]
+        for p in result["points"]
+        if (p["dtype"], p["reduction"], p["threads"], p["size"]) == key
+    }
+    check = result["summary"]["targets"]["fused_vs_faster_read"]
+    if median.get("fused") is None:
+        assert check["met"] is None
+        return
+    want = median["fused"] / min(median["numpy-read"], median["torch-read"])
+    assert check["value"] == pytest.approx(want) and check["target"] == 1.25

@@ -11,7 +11,9 @@ Backends (each skipped with a note when it cannot run here, never faked):
   failed with onnxruntime's message);
 - ``torch-eager``: PyTorch eager ``F.kl_div`` (``torch.set_num_threads`` = the thread count);
 - ``numpy-read``: numpy reading both inputs once (an integer sum over their raw bytes, split
-  over the same number of threads): the memory-bound reference line.
+  over the same number of threads): the memory-bound reference line;
+- ``torch-read``: torch's sums of both inputs (``torch.set_num_threads`` = the thread count),
+  the other read bound; the kernel is held to the faster of the two.
 
 What is timed: one call with the inputs already in place. onnxruntime runs through an IOBinding
 whose inputs are pre-bound ``OrtValue``s over the numpy buffers (no copy, no dtype conversion)

@@ -10,7 +10,7 @@ from typing import Any
 from .._contract import REDUCTIONS
 
 SCHEMA = "kldiv-onnx-bench/1"
-BACKENDS = ("fused", "api", "composite", "torch-export", "torch-eager", "numpy-read")
+BACKENDS = ("fused", "api", "composite", "torch-export", "torch-eager", "numpy-read", "torch-read")
 """``api`` is ``KLDivLoss(reduction, threads=n)(x, t)`` exactly as a user calls it (backend
 'auto'); ``fused`` and ``composite`` are bare sessions with pre-bound inputs."""
 DTYPE_NAMES = ("float32", "float16", "bfloat16")

@@ -239,6 +239,9 @@ READ_CHUNK_BYTES = 1 << 20
 thread): below it, dispatch to a pool would cost more than the read."""
 
 
+_TORCH_BACKENDS = ("torch-export", "torch-eager", "torch-read")
+
+
 class _ReadBoth:
     """numpy summing the raw bytes of both inputs (wrapping integer sums: vectorised, no
     temporaries), each input split into up to ``threads`` chunks of at least
@@ -400,10 +403,10 @@ class _Runner:
             except FileNotFoundError as exc:
                 self.skipped["fused"] = f"native library not available: {exc}"
         self.torch: Any = None
-        if {"torch-export", "torch-eager"} & set(cfg.backends):
+        if set(_TORCH_BACKENDS) & set(cfg.backends):
             self.torch, why = _import_torch()
             if self.torch is None:
-                for name in ("torch-export", "torch-eager"):
+                for name in _TORCH_BACKENDS:
                     if name in cfg.backends:
                         self.skipped[name] = why
         self.torch_threads = self.torch.get_num_threads() if self.torch is not None else None
@@ -460,6 +463,18 @@ class _Runner:
             point.fill(_time(call, None, cfg))
             if memory is not None:
                 point.peak_extra_bytes = memory.measure(call)
+            return
+        if point.backend == "torch-read":
+            self.torch.set_num_threads(point.threads)
+            xt, tt = to_torch(x), to_torch(t)
+
+            def torch_read() -> None:  # the other read bound: torch's sums of both inputs
+                xt.sum()
+                tt.sum()
+
+            point.fill(_time(torch_read, None, cfg))
+            if memory is not None:
+                point.peak_extra_bytes = memory.measure(torch_read)
             return
         if point.backend == "api":
             loss = api.KLDivLoss(point.reduction, threads=point.threads)
@@ -666,6 +681,7 @@ def run_benchmark(cfg: Config | None = None, progress: bool = True) -> dict[str,
             "shape": f"(size // {CLASSES}, {CLASSES})",
             "numpy-read": "np.add.reduce over each input's bytes viewed as uint64, one chunk "
             f"per thread (chunks of at least {READ_CHUNK_BYTES} bytes)",
+            "torch-read": "x.sum(); t.sum() on torch.from_numpy views, torch.set_num_threads(n)",
             "api": "KLDivLoss(reduction, threads=n)(x, t) on the numpy inputs, as a user calls "
             "it (backend 'auto'; its session from the package's cache, CPU arena on)",
             "call_overhead": "float32 batchmean, 1 thread; rounds alternate the contestants, "
