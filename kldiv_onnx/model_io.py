@@ -24,15 +24,12 @@ from pathlib import Path
 import onnx
 from onnx import ModelProto
 
+from .errors import first_line
+
 ModelLike = ModelProto | bytes | str | os.PathLike
 EXTERNAL_DATA_THRESHOLD = 2**31 - 2**20
 """Models whose serialised size would pass this (protobuf's 2 GiB limit, less a margin) are
 saved with their tensors as external data."""
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def check_input_file(path: str | os.PathLike, what: str = "file") -> Path:
@@ -47,7 +44,7 @@ def check_input_file(path: str | os.PathLike, what: str = "file") -> Path:
     except FileNotFoundError:
         raise FileNotFoundError(f"cannot read {what} {os.fspath(path)!r}: no such file") from None
     except OSError as exc:
-        raise ValueError(f"cannot read {what} {os.fspath(path)!r}: {_first_line(exc)}") from exc
+        raise ValueError(f"cannot read {what} {os.fspath(path)!r}: {first_line(exc)}") from exc
     if stat.S_ISDIR(info.st_mode):
         raise ValueError(f"cannot read {what} {os.fspath(path)!r}: it is a directory")
     if not stat.S_ISREG(info.st_mode):
@@ -84,7 +81,7 @@ def load_model(model: ModelLike, what: str = "model", *, external_data: bool = T
         try:
             proto = onnx.load_from_string(data)
         except Exception as exc:  # protobuf's DecodeError and friends
-            raise ValueError(f"cannot read {what}: not an ONNX model: {_first_line(exc)}") from exc
+            raise ValueError(f"cannot read {what}: not an ONNX model: {first_line(exc)}") from exc
         return _check_parsed(proto, what)
     if isinstance(model, (str, os.PathLike)):
         path = check_input_file(model, what)
@@ -92,7 +89,7 @@ def load_model(model: ModelLike, what: str = "model", *, external_data: bool = T
             proto = onnx.load(os.fspath(path), load_external_data=False)
         except Exception as exc:
             raise ValueError(
-                f"cannot read {what} {os.fspath(model)!r}: not an ONNX model: {_first_line(exc)}"
+                f"cannot read {what} {os.fspath(model)!r}: not an ONNX model: {first_line(exc)}"
             ) from exc
         _check_parsed(proto, f"{what} {os.fspath(model)!r}")
         if external_data and uses_external_data(proto):
@@ -100,8 +97,7 @@ def load_model(model: ModelLike, what: str = "model", *, external_data: bool = T
                 onnx.load_external_data_for_model(proto, str(path.resolve().parent))
             except Exception as exc:
                 raise ValueError(
-                    f"cannot read {what} {os.fspath(model)!r}: its external data: "
-                    f"{_first_line(exc)}"
+                    f"cannot read {what} {os.fspath(model)!r}: its external data: {first_line(exc)}"
                 ) from exc
         return proto
     raise TypeError(
@@ -159,7 +155,7 @@ def atomic_write(path: str | os.PathLike, what: str = "output") -> Iterator[Path
             os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, target)
     except OSError as exc:
-        raise ValueError(f"cannot write {what} {os.fspath(path)!r}: {_first_line(exc)}") from exc
+        raise ValueError(f"cannot write {what} {os.fspath(path)!r}: {first_line(exc)}") from exc
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
@@ -214,6 +210,6 @@ def save_model(
             os.replace(staging / location, folder / location)
         os.replace(staging / target.name, target)
     except OSError as exc:
-        raise ValueError(f"cannot write model {os.fspath(path)!r}: {_first_line(exc)}") from exc
+        raise ValueError(f"cannot write model {os.fspath(path)!r}: {first_line(exc)}") from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)

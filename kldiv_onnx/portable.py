@@ -12,6 +12,7 @@ import onnx.inliner
 from onnx import ModelProto
 
 from ._contract import DOMAIN, GENERIC_OP
+from .errors import first_line
 from .model_io import ModelLike, load_model
 
 
@@ -70,8 +71,7 @@ def inline(model: ModelLike) -> ModelProto:
     try:
         out = onnx.inliner.inline_local_functions(proto)
     except Exception as exc:  # onnx's C++ inliner raises plain exceptions
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"cannot inline the model's functions: {first}") from exc
+        raise ValueError(f"cannot inline the model's functions: {first_line(exc)}") from exc
     del out.functions[:]
     imports = [o for o in out.opset_import if o.domain != DOMAIN]
     del out.opset_import[:]

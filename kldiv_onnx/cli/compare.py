@@ -9,6 +9,7 @@ import sys
 
 from ..comparison import DEFAULT_BATCH_SIZE, ENGINES, KINDS, compare, provider_list
 from ..comparison.plot import plot
+from ..errors import first_line
 from ..model_io import check_output_path, write_bytes
 from .common import UsageError, positive_int
 
@@ -153,7 +154,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             progress=True,
         )
     except (ValueError, ImportError) as exc:
-        raise UsageError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
+        raise UsageError(first_line(exc)) from exc
     print(report.table())
     if args.json is not None:
         text = json.dumps(report.to_dict(), indent=2) + "\n"

@@ -12,6 +12,7 @@ from .._contract import DEFAULT_OPSET, DTYPES, REDUCTIONS
 from ..data_files import read_feeds, session_inputs
 from ..demo import demo
 from ..doctor import report
+from ..errors import first_line
 from ..export import FORMS, build_model
 from ..model_io import atomic_write, check_output_path
 from .common import UsageError, positive_int, shape, write_model
@@ -39,10 +40,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _first_line(exc: BaseException) -> str:
+def _ort_message(exc: BaseException) -> str:
     """The first line of an error; of onnxruntime's, the node's own message where it has one."""
-    text = str(exc).strip()
-    line = text.splitlines()[0] if text else type(exc).__name__
+    line = first_line(exc)
     return line.rpartition("Status Message: ")[2] or line
 
 
@@ -62,7 +62,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except (OSError, ValueError, TypeError) as exc:  # each names the path
         raise UsageError(str(exc)) from exc
     except Exception as exc:  # onnxruntime's own errors: invalid model files
-        raise UsageError(f"cannot load {args.model}: {_first_line(exc)}") from exc
+        raise UsageError(f"cannot load {args.model}: {_ort_message(exc)}") from exc
     try:
         feeds = read_feeds(args.inputs, session_inputs(sess))
     except (OSError, ValueError, TypeError) as exc:
@@ -70,7 +70,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:
         outputs = runtime.run(sess, feeds)
     except Exception as exc:  # what onnxruntime checks at run time (e.g. broadcasting)
-        raise UsageError(f"cannot run {args.model}: {_first_line(exc)}") from exc
+        raise UsageError(f"cannot run {args.model}: {_ort_message(exc)}") from exc
     out_names = [o.name for o in sess.get_outputs()]
     if output:
         try:

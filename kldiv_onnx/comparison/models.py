@@ -122,11 +122,6 @@ def load(model: object, role: str) -> ModelInfo:
     return ModelInfo(label, proto.SerializeToString(), inputs, outputs)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def pick_outputs(base: ModelInfo, candidate: ModelInfo, output: str | None) -> tuple[str, str]:
     """Check that the models take the same inputs and have comparable outputs; the compared
     output's name in each.

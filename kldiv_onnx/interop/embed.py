@@ -17,7 +17,7 @@ import onnx.version_converter
 from onnx import ModelProto, TensorProto, ValueInfoProto, helper
 
 from .._contract import DOMAIN, MIN_OPSET, ONNX_TYPE_NAMES, ONNX_TYPES, Variant
-from ..export import FORMS, Dim, add_function, output_shape
+from ..export import FORMS, Dim, add_function, opset_of, output_shape
 from ..model_io import ModelLike, load_model
 
 
@@ -98,7 +98,7 @@ def dtype_of(vi: ValueInfoProto, role: str) -> str:
 
 def ensure_opset(model: ModelProto, minimum: int = MIN_OPSET) -> ModelProto:
     """The model with ai.onnx >= ``minimum``: converted only when it is lower."""
-    current = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    current = opset_of(model)
     if current is None:
         model.opset_import.append(helper.make_opsetid("", minimum))
         return model

@@ -28,6 +28,7 @@ from typing import NamedTuple
 import onnx
 
 from ..cann import check_placement, tables
+from ..export import opset_of
 from ..interop.fuse import fuse
 from ..model_io import ModelLike, load_model
 from ..openvino import read_model
@@ -89,7 +90,7 @@ def prepare(model: ModelLike, target: str = "onnxruntime") -> Prepared:
     if target != "cann":
         return Prepared(out, target, count, {}, {}, None)
     low, high = tables().opset_min, tables().opset_max  # 8-15 in onnxruntime-cann 1.24.4
-    opset = _opset(out)
+    opset = opset_of(out)
     lowered = lower(out, high) if opset is None or not low <= opset <= high else None
     if lowered is not None:
         out = lowered.model
@@ -112,10 +113,6 @@ def _check_openvino(model: onnx.ModelProto) -> None:
     if importlib.util.find_spec("openvino") is None:
         return
     read_model(model)
-
-
-def _opset(model: onnx.ModelProto) -> int | None:
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
 
 
 __all__ = ["TARGETS", "Lowered", "Prepared", "lower", "prepare", "rules"]

@@ -27,6 +27,8 @@ from onnx_ir.passes.common import RemoveUnusedNodesPass
 from onnxscript.rewriter import pattern
 
 from .._contract import DOMAIN, MIN_OPSET
+from ..errors import first_line
+from ..export import opset_of
 from . import gelu, layer_norm, reduce, relabel, split
 from ._common import label
 
@@ -49,10 +51,6 @@ class Lowered(NamedTuple):
 def rules() -> pattern.RewriteRuleSet:
     """Every lowering rule, as one rule set."""
     return pattern.RewriteRuleSet([*gelu.rules(), *layer_norm.rules(), *reduce.rules()])
-
-
-def ai_onnx_opset(model: onnx.ModelProto) -> int | None:
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
 
 
 def _why_left(node: ir.Node, source: int, target: int) -> str:
@@ -105,7 +103,7 @@ def lower(model: onnx.ModelProto, target: int) -> Lowered:
     ``ValueError`` naming every node that cannot be brought down and why, in one line.
     Raising a lower opset to ``target`` is left to onnx's version converter.
     """
-    source = ai_onnx_opset(model)
+    source = opset_of(model)
     if source is None:
         raise ValueError("the model imports no ai.onnx opset")
     if target < MIN_OPSET and any(o.domain == DOMAIN for o in model.opset_import):
@@ -190,6 +188,7 @@ def lower(model: onnx.ModelProto, target: int) -> Lowered:
         onnx.checker.check_model(out)
         onnx.shape_inference.infer_shapes(out, strict_mode=True)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"the model lowered to opset {target} is invalid: {first}") from exc
+        raise ValueError(
+            f"the model lowered to opset {target} is invalid: {first_line(exc)}"
+        ) from exc
     return Lowered(out, source, rewritten, relabelled)
