@@ -27,6 +27,14 @@ GENERIC_OP = "KLDivLoss"
 """Op with ``reduction`` (string, default 'mean') and ``log_target`` (int 0/1, default 0)
 attributes. Only the native library implements it: it has no function body."""
 
+ROWS_OP = "KLDivRows"
+"""Op of ``compare``: inputs base and candidate (float32, the same shape, classes last), outputs
+``kl`` (float64, one per row: KL(P_base ‖ P_candidate)) and ``agree`` (bool: the same argmax),
+attributes ``kind`` ('logits', 'log-probs' or 'probs') and ``temperature`` (float, logits only).
+Only the native library implements it."""
+ROW_KINDS = ("logits", "log-probs", "probs")
+"""What the rows hold, the ``kind`` attribute of :data:`ROWS_OP`."""
+
 DEFAULT_OPSET = 15
 """ai.onnx opset written by default: the highest the CANN graph mode takes (8-15); >= 13
 for bfloat16 Cast and ReduceSum with axes as input."""

@@ -22,6 +22,7 @@ from compare_cases import (
     write_parquet,
     write_sources,
 )
+from onnx import helper
 
 from kldiv_onnx.comparison import CompareReport, compare
 from kldiv_onnx.comparison.models import kl_model
@@ -195,12 +196,10 @@ def test_output_is_picked_by_name(case):
 
 
 def test_kl_model_uses_the_project_op():
-    model = kl_model("logits", 1.0)
-    ops = {(n.domain, n.op_type) for n in model.graph.node}
-    assert ("kldiv_onnx", "KLDivLoss_none_logtarget") in ops
-    assert [f.name for f in model.functions] == ["KLDivLoss_none_logtarget"]
-    masked = {n.op_type for n in kl_model("probs", 1.0, masked=True).graph.node}
-    assert {"Where", "IsNaN"} <= masked and "Where" not in {n.op_type for n in model.graph.node}
+    model = kl_model("logits", 2.0)
+    assert [(n.domain, n.op_type) for n in model.graph.node] == [("kldiv_onnx", "KLDivRows")]
+    attrs = {a.name: helper.get_attribute_value(a) for a in model.graph.node[0].attribute}
+    assert attrs == {"kind": b"logits", "temperature": 2.0}
 
 
 # ---------------------------------------------------------------------------------------------

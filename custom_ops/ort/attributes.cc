@@ -6,6 +6,7 @@
 #include "attributes.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <vector>
@@ -232,6 +233,31 @@ std::string ReadConfig(const OrtApi& api, const OrtKernelInfo* info, bool fixed,
              std::to_string(name_config.log_target ? 1 : 0) + ")";
     }
     config->log_target = log_target.i == 1;
+  }
+  return "";
+}
+
+std::string ReadRowConfig(const OrtApi& api, const OrtKernelInfo* info, RowConfig* config) {
+  const Attribute kind = Probe(api, info, "kind");
+  if (kind.kind != Attribute::kAbsent) {
+    if (kind.kind != Attribute::kString) {
+      return "attribute 'kind' must be a string (one of logits, log-probs, probs), got " +
+             Describe(kind);
+    }
+    if (!ParseRowKind(kind.s, &config->kind)) {
+      return "attribute kind=" + BytesText(kind.s) +
+             " is not one of 'logits', 'log-probs', 'probs'";
+    }
+  }
+  const Attribute temperature = Probe(api, info, "temperature");
+  if (temperature.kind != Attribute::kAbsent) {
+    if (temperature.kind != Attribute::kFloat) {
+      return "attribute 'temperature' must be a float, got " + Describe(temperature);
+    }
+    if (!(std::isfinite(temperature.f) && temperature.f > 0.0f)) {
+      return "attribute temperature=" + FloatText(temperature.f) + " must be finite and > 0";
+    }
+    config->temperature = temperature.f;
   }
   return "";
 }

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "kldiv_core.h"
+#include "row_kl.h"
 #include "ort_api.h"
 
 namespace kldiv {
@@ -21,6 +22,14 @@ struct Config {
 // (the op's defaults). For a variant op (`fixed` true), present attributes must agree with
 // *config. Returns "" or the message (without the op name) naming the attribute and value.
 std::string ReadConfig(const OrtApi& api, const OrtKernelInfo* info, bool fixed, Config* config);
+
+// The configuration of one KLDivRows node: `kind` (string, default "logits") and `temperature`
+// (float, default 1.0, finite and > 0). Returns "" or the message (without the op name).
+struct RowConfig {
+  RowKind kind = RowKind::kLogits;
+  float temperature = 1.0f;
+};
+std::string ReadRowConfig(const OrtApi& api, const OrtKernelInfo* info, RowConfig* config);
 
 // The node's name ("" when it has none or it cannot be read).
 std::string NodeName(const OrtApi& api, const OrtKernelInfo* info);

@@ -5,7 +5,8 @@
 // 0/1, default 0), and eight variants whose configuration is their name: "KLDivLoss_none",
 // "KLDivLoss_mean", "KLDivLoss_sum", "KLDivLoss_batchmean", and the same with the suffix
 // "_logtarget". Each is registered for float32, float16 and bfloat16 (one op per dtype, same
-// name: onnxruntime picks the kernel by the node's input types).
+// name: onnxruntime picks the kernel by the node's input types). And "KLDivRows"
+// (row_kl_op.h): the per-row KL of two float32 outputs, for `compare`.
 #include "kldiv_ops.h"
 
 #include <iterator>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "kernel.h"
+#include "row_kl_op.h"
 
 namespace kldiv {
 namespace ort {
@@ -65,8 +67,12 @@ OrtCustomOpDomain* GetDomain(const OrtApi& api, OrtStatus** error) {
     *error = s;
     return nullptr;
   }
-  for (KLDivOp& op : Ops()) {
-    if (OrtStatus* s = api.CustomOpDomain_Add(candidate, &op)) {
+  static RowKLOp* row_kl = new RowKLOp();  // never freed, as Ops()
+  std::vector<OrtCustomOp*> ops;
+  for (KLDivOp& op : Ops()) ops.push_back(&op);
+  ops.push_back(row_kl);
+  for (OrtCustomOp* op : ops) {
+    if (OrtStatus* s = api.CustomOpDomain_Add(candidate, op)) {
       api.ReleaseCustomOpDomain(candidate);
       *error = s;
       return nullptr;

@@ -16,7 +16,8 @@ constexpr const char* kMinOrtRelease = "1.17";
 
 constexpr const char* kDomain = "kldiv_onnx";
 
-// Creates the custom-op domain with every op of the library (nine names, three dtypes each),
+// Creates the custom-op domain with every op of the library (nine names, three dtypes each,
+// and KLDivRows),
 // once per process; returns nullptr with *error set (ownership passes to the caller) if any
 // step fails. The domain and the ops live in static storage and are never released.
 OrtCustomOpDomain* GetDomain(const OrtApi& api, OrtStatus** error);

@@ -92,6 +92,7 @@ void TestUlps(const std::string& target);                // test_kernels.cc
 void TestThreadIndependence(const std::string& target);  // test_sums.cc
 void TestAccuracy(const std::string& target);            // test_sums.cc
 void TestHugeBroadcast(const std::string& target);       // test_sums.cc
+void TestRowKL(const std::string& target);               // test_row_kl.cc
 
 }  // namespace kldiv_test
 

@@ -43,6 +43,7 @@ int main() {
     TestSpecials(target);
     TestUlps(target);
     TestThreadIndependence(target);
+    TestRowKL(target);
     if (target != "scalar") TestAccuracy(target);
   }
   kldiv::SetTarget(targets.front());

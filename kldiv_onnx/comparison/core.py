@@ -17,6 +17,8 @@ from .engines import ENGINES, OPENVINO, RUNNERS, Job, Progress
 from .report import CompareReport, build_report
 
 DEFAULT_BATCH_SIZE = 256
+KL_OP = "native KLDivRows"
+KL_NUMPY = "numpy float64 (native library not built)"
 
 
 def provider_list(provider: str | Sequence[str] | None) -> str | list[str]:
@@ -134,7 +136,6 @@ def compare(
             base=base_info.data,
             candidate=candidate_info.data,
             kl=models.kl_model(kind, float(temperature)).SerializeToString(),
-            kl_masked=models.kl_model(kind, float(temperature), masked=True).SerializeToString(),
             kind=kind,
             temperature=float(temperature),
             outputs=outputs,
@@ -162,7 +163,7 @@ def compare(
         providers={"base": list(running[0]), "candidate": list(running[1])},
         engine=engine,
         batch_size=batch_size,
-        kl_op="fused kernel" if native.available() else "function body",
+        kl_op=KL_OP if job.library is not None else KL_NUMPY,
         data=os.fspath(data),
         rows=rows,
         timings={},

@@ -1,6 +1,6 @@
 """The engines that run a comparison's batches: ``local`` (this process, cached sessions) and
 ``ray`` (Ray Data: one task per batch of the plan, run by a pool of actors that each build the
-three sessions once).
+sessions once).
 
 Both run the same :class:`BatchRunner` on the same batches (the data set's plan), and the
 statistics are computed afterwards from the per-sample values in sample order, so both give the
@@ -25,7 +25,7 @@ from .. import native, runtime
 from .. import providers as _providers
 from ..runtimes import OpenVINO
 from .data import Dataset
-from .models import needs_mask
+from .models import kl_rows
 
 ENGINES = ("local", "ray")
 TIMERS = ("read_s", "base_s", "candidate_s", "kl_s")
@@ -41,7 +41,6 @@ class Job:
     base: bytes
     candidate: bytes
     kl: bytes
-    kl_masked: bytes
     kind: str
     temperature: float
     outputs: tuple[str, str]
@@ -49,8 +48,8 @@ class Job:
     providers: tuple[Any, Any]
     threads: int | None = None
     library: str | None = None
-    """The native library the KL model runs on (the driver's), or None for its function body:
-    every process of a comparison computes the KL the same way."""
+    """The native library the KL model runs on (the driver's), or None for numpy's float64
+    (:func:`.models.kl_rows`): every process of a comparison computes the KL the same way."""
 
 
 OPENVINO = "OpenVINO"
@@ -87,22 +86,18 @@ def resolved_providers(providers: Any) -> list[str]:
 
 
 class BatchRunner:
-    """The three sessions of a comparison, and one batch through them."""
+    """The sessions of a comparison (both models and, with the native library, the KL model),
+    and one batch through them."""
 
     def __init__(self, job: Job) -> None:
         self.job = job
         self.base = ModelRunner(job.base, job.providers[0], job.threads)
         self.candidate = ModelRunner(job.candidate, job.providers[1], job.threads)
-        self.kl = self._kl_session(job.kl)
-        self.kl_masked = None  # built on the first batch that needs it
-
-    def _kl_session(self, model: bytes) -> Any:
-        return runtime.session(
-            model,
-            providers=["CPUExecutionProvider"],
-            threads=self.job.threads,
-            fused=self.job.library is not None,
-        )
+        self.kl = None
+        if job.library is not None:
+            self.kl = runtime.session(
+                job.kl, providers=["CPUExecutionProvider"], threads=job.threads, fused=True
+            )
 
     def __call__(
         self, feeds: Mapping[str, np.ndarray], timings: dict[str, float]
@@ -133,13 +128,10 @@ class BatchRunner:
         per_row = int(np.prod(base.shape[1:-1], dtype=np.int64))
         base = base.reshape(-1, classes).astype(np.float32, copy=False)
         candidate = candidate.reshape(-1, classes).astype(np.float32, copy=False)
-        sess = self.kl
-        if needs_mask(job.kind, job.temperature, base):
-            if self.kl_masked is None:
-                self.kl_masked = self._kl_session(job.kl_masked)
-            sess = self.kl_masked
-        (kl,) = runtime.run(sess, {"base": base, "candidate": candidate})
-        agree = base.argmax(axis=-1) == candidate.argmax(axis=-1)
+        if self.kl is not None:
+            kl, agree = runtime.run(self.kl, {"base": base, "candidate": candidate})
+        else:
+            kl, agree = kl_rows(base, candidate, job.kind, job.temperature)
         t3 = time.perf_counter()
         timings["base_s"] += t1 - t0
         timings["candidate_s"] += t2 - t1
@@ -274,7 +266,7 @@ class RayWorker:
     def __init__(self, job: Job) -> None:
         import ray
 
-        blobs = {k: getattr(job, k) for k in ("base", "candidate", "kl", "kl_masked")}
+        blobs = {k: getattr(job, k) for k in ("base", "candidate", "kl")}
         refs = {k: v for k, v in blobs.items() if isinstance(v, ray.ObjectRef)}
         job = _with(job, **dict(zip(refs, ray.get(list(refs.values())), strict=True)))
         if job.library is not None and os.path.isfile(job.library):
@@ -351,7 +343,6 @@ def run_ray(
             base=ray.put(job.base),
             candidate=ray.put(job.candidate),
             kl=ray.put(job.kl),
-            kl_masked=ray.put(job.kl_masked),
         )
         items = ray.data.from_items(
             [{"batch": i} for i in range(len(plan))], override_num_blocks=len(plan)

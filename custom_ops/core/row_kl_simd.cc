@@ -1,0 +1,281 @@
+// row_kl_simd.cc: the per-row KL loops (row_kl.h), compiled for AVX-512 and AVX2 with Highway's
+// foreach_target like kldiv_simd.cc; row_kl.cc picks the loops of the active target. Per row:
+// one pass for the max (and NaN, inf and sign checks), a short scan for each argmax, and one
+// pass that sums the weights, w u and w g(u) (row_kl.h) in double.
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "row_kl_simd.cc"
+#ifndef HWY_DISABLE_PCLMUL_AES
+#define HWY_DISABLE_PCLMUL_AES
+#endif
+#if !defined(HWY_TARGETS) && (defined(__x86_64__) || defined(_M_X64))
+#define HWY_TARGETS (HWY_AVX3 | HWY_AVX2 | HWY_STATIC_TARGET)
+#elif !defined(HWY_TARGETS)
+#define HWY_TARGETS HWY_STATIC_TARGET
+#endif
+// clang-format off
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/highway.h"
+#include "hwy/contrib/math/math-inl.h"
+// clang-format on
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+#include "row_kl.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace kldiv {
+namespace HWY_NAMESPACE {
+
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX2
+
+namespace hn = hwy::HWY_NAMESPACE;
+using DF = hn::ScalableTag<float>;
+using VF = hn::Vec<DF>;
+constexpr int kMaxLanes = 16;
+
+// Above this |u| (with weight > 0) e^u or the sums lose their meaning in float: the row takes
+// the float64 path.
+constexpr float kMaxRatio = 80.0f;
+
+struct Scan {
+  float max_b, min_b, max_c, min_c;
+  bool nan;
+};
+
+// The last n - i (< lanes) values of a row, padded with `fill`.
+HWY_INLINE VF LoadTail(DF d, const float* p, int64_t count, float fill) {
+  HWY_ALIGN float buffer[kMaxLanes];
+  for (int64_t k = 0; k < kMaxLanes; ++k) buffer[k] = k < count ? p[k] : fill;
+  return hn::Load(d, buffer);
+}
+
+Scan ScanRow(const float* b, const float* c, int64_t n) {
+  const DF d;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+  VF max_b = hn::Set(d, b[0]), min_b = max_b, max_c = hn::Set(d, c[0]), min_c = max_c;
+  auto nan = hn::IsNaN(max_b);
+  const auto take = [&](VF vb, VF vc) {
+    max_b = hn::Max(max_b, vb);
+    min_b = hn::Min(min_b, vb);
+    max_c = hn::Max(max_c, vc);
+    min_c = hn::Min(min_c, vc);
+    nan = hn::Or(nan, hn::Or(hn::IsNaN(vb), hn::IsNaN(vc)));
+  };
+  int64_t i = 0;
+  for (; i + lanes <= n; i += lanes) take(hn::LoadU(d, b + i), hn::LoadU(d, c + i));
+  if (i < n) take(LoadTail(d, b + i, n - i, b[0]), LoadTail(d, c + i, n - i, c[0]));
+  return {hn::GetLane(hn::MaxOfLanes(d, max_b)), hn::GetLane(hn::MinOfLanes(d, min_b)),
+          hn::GetLane(hn::MaxOfLanes(d, max_c)), hn::GetLane(hn::MinOfLanes(d, min_c)),
+          !hn::AllFalse(d, nan)};
+}
+
+// The first index holding `value` (present in the row).
+int64_t FirstEqual(const float* row, int64_t n, float value) {
+  const DF d;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+  const VF v = hn::Set(d, value);
+  int64_t i = 0;
+  for (; i + lanes <= n; i += lanes) {
+    const auto hit = hn::Eq(hn::LoadU(d, row + i), v);
+    if (!hn::AllFalse(d, hit)) return i + static_cast<int64_t>(hn::FindKnownFirstTrue(d, hit));
+  }
+  for (; i < n; ++i) {
+    if (row[i] == value) return i;
+  }
+  return 0;
+}
+
+// g(u) = expm1(u) - u without cancellation: the series u^2 (1/2! + u/3! + ... + u^7/9!) for
+// |u| < 1/2 (truncation below 2e-9 relative), Expm1 - u elsewhere (at most 2 bits lost).
+HWY_INLINE VF ExpM1MinusX(DF d, VF u) {
+  constexpr float kInvFactorial[] = {1.0f / 2,    1.0f / 6,     1.0f / 24,     1.0f / 120,
+                                     1.0f / 720,  1.0f / 5040,  1.0f / 40320,  1.0f / 362880};
+  VF p = hn::Set(d, kInvFactorial[7]);
+  for (int k = 6; k >= 0; --k) p = hn::MulAdd(p, u, hn::Set(d, kInvFactorial[k]));
+  const VF series = hn::Mul(hn::Mul(u, u), p);
+  const auto large = hn::Ge(hn::Abs(u), hn::Set(d, 0.5f));
+  if (HWY_LIKELY(hn::AllFalse(d, large))) return series;
+  return hn::IfThenElse(large, hn::Sub(hn::Expm1(d, u), u), series);
+}
+
+struct Sums {
+  double a = 0.0, c = 0.0, g = 0.0, r = 0.0;
+  bool ill = false;  // some |u| > kMaxRatio with weight > 0
+};
+
+// One vector of classes: the weights w, the log-ratios u (0 where w is 0: 0 log 0 = 0) and the
+// candidate's mass r where w is 0 (it still counts in the candidate's normaliser).
+template <RowKind kKind>
+HWY_INLINE void Terms(DF d, VF vb, VF vc, VF max_b, VF max_c, VF inv_t, VF* w, VF* u, VF* r) {
+  if constexpr (kKind == RowKind::kProbs) {
+    // log(c / b): log1p((c - b) / b) where c and b are close (c - b is exact there), log of
+    // the ratio elsewhere (1 + x would round away a small ratio). A ratio outside
+    // [1e-30, 1e30] (or 0) is made huge so that the row takes the float64 path.
+    *w = vb;
+    const VF x = hn::Div(hn::Sub(vc, vb), vb);
+    *u = hn::Log1p(d, x);
+    const auto far = hn::Ge(hn::Abs(x), hn::Set(d, 0.5f));
+    if (HWY_UNLIKELY(!hn::AllFalse(d, far))) {
+      const VF q = hn::Div(vc, vb);
+      const auto normal = hn::And(hn::Ge(q, hn::Set(d, 1e-30f)), hn::Le(q, hn::Set(d, 1e30f)));
+      const VF log_q = hn::IfThenElse(normal, hn::Log(d, hn::IfThenElse(normal, q, x)),
+                                      hn::Set(d, std::numeric_limits<float>::infinity()));
+      *u = hn::IfThenElse(far, log_q, *u);
+    }
+  } else {
+    // c - b is exact where c and b are close (within a factor 2), and so is the shift by the
+    // difference of the maxima; (c - max c) - (b - max b) would round at |b - max b|.
+    *w = hn::Exp(d, hn::Mul(hn::Sub(vb, max_b), inv_t));  // 0 below -104, and for -inf
+    *u = hn::Mul(hn::Sub(hn::Sub(vc, vb), hn::Sub(max_c, max_b)), inv_t);
+  }
+  const auto zero = hn::Eq(*w, hn::Zero(d));
+  *u = hn::IfThenZeroElse(zero, *u);
+  *r = hn::Zero(d);
+  if (HWY_UNLIKELY(!hn::AllFalse(d, zero))) {
+    if constexpr (kKind == RowKind::kProbs) {
+      *r = hn::IfThenElseZero(zero, vc);
+    } else {
+      *r = hn::IfThenElseZero(zero, hn::Exp(d, hn::Mul(hn::Sub(vc, max_c), inv_t)));
+    }
+  }
+}
+
+template <RowKind kKind>
+Sums SumRow(const float* b, const float* c, int64_t n, float max_b, float max_c, float inv_t) {
+  const DF d;
+  const hn::Half<DF> dh;
+  const hn::Repartition<double, DF> dd;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+  const VF vmax_b = hn::Set(d, max_b), vmax_c = hn::Set(d, max_c), vinv = hn::Set(d, inv_t);
+  auto a_lo = hn::Zero(dd), a_hi = a_lo, c_lo = a_lo, c_hi = a_lo, g_lo = a_lo, g_hi = a_lo;
+  auto r_lo = a_lo, r_hi = a_lo;
+  VF max_u = hn::Zero(d);
+  // Adds float partial sums to the double accumulators.
+  const auto promote = [&](VF w, VF wu, VF wg, VF r) {
+    a_lo = hn::Add(a_lo, hn::PromoteTo(dd, hn::LowerHalf(dh, w)));
+    a_hi = hn::Add(a_hi, hn::PromoteTo(dd, hn::UpperHalf(dh, w)));
+    c_lo = hn::Add(c_lo, hn::PromoteTo(dd, hn::LowerHalf(dh, wu)));
+    c_hi = hn::Add(c_hi, hn::PromoteTo(dd, hn::UpperHalf(dh, wu)));
+    g_lo = hn::Add(g_lo, hn::PromoteTo(dd, hn::LowerHalf(dh, wg)));
+    g_hi = hn::Add(g_hi, hn::PromoteTo(dd, hn::UpperHalf(dh, wg)));
+    r_lo = hn::Add(r_lo, hn::PromoteTo(dd, hn::LowerHalf(dh, r)));
+    r_hi = hn::Add(r_hi, hn::PromoteTo(dd, hn::UpperHalf(dh, r)));
+  };
+  // One vector's terms: w, w u, w g(u), r; max_u tracks |u| for the conditioning check.
+  const auto terms = [&](VF vb, VF vc, VF* w, VF* wu, VF* wg, VF* r) {
+    VF u;
+    Terms<kKind>(d, vb, vc, vmax_b, vmax_c, vinv, w, &u, r);
+    max_u = hn::Max(max_u, hn::Abs(u));  // NaN rows never come here
+    *wu = hn::Mul(*w, u);
+    *wg = hn::Mul(*w, ExpM1MinusX(d, u));
+  };
+  int64_t i = 0;
+  // Four vectors per step, summed in float (at most four positive or small terms per lane) and
+  // promoted once: the sums' error stays far below the KL's (row_kl.h).
+  for (; i + 4 * lanes <= n; i += 4 * lanes) {
+    VF w, wu, wg, r;
+    terms(hn::LoadU(d, b + i), hn::LoadU(d, c + i), &w, &wu, &wg, &r);
+    for (int k = 1; k < 4; ++k) {
+      VF w1, wu1, wg1, r1;
+      terms(hn::LoadU(d, b + i + k * lanes), hn::LoadU(d, c + i + k * lanes), &w1, &wu1, &wg1,
+            &r1);
+      w = hn::Add(w, w1);
+      wu = hn::Add(wu, wu1);
+      wg = hn::Add(wg, wg1);
+      r = hn::Add(r, r1);
+    }
+    promote(w, wu, wg, r);
+  }
+  VF w, wu, wg, r;
+  for (; i + lanes <= n; i += lanes) {
+    terms(hn::LoadU(d, b + i), hn::LoadU(d, c + i), &w, &wu, &wg, &r);
+    promote(w, wu, wg, r);
+  }
+  if (i < n) {  // padding of weight and mass 0: -inf logits, 0 probabilities
+    const float fill = kKind == RowKind::kProbs ? 0.0f : -std::numeric_limits<float>::infinity();
+    terms(LoadTail(d, b + i, n - i, fill), LoadTail(d, c + i, n - i, fill), &w, &wu, &wg, &r);
+    promote(w, wu, wg, r);
+  }
+  Sums s;
+  s.a = hn::GetLane(hn::SumOfLanes(dd, hn::Add(a_lo, a_hi)));
+  s.c = hn::GetLane(hn::SumOfLanes(dd, hn::Add(c_lo, c_hi)));
+  s.g = hn::GetLane(hn::SumOfLanes(dd, hn::Add(g_lo, g_hi)));
+  s.r = hn::GetLane(hn::SumOfLanes(dd, hn::Add(r_lo, r_hi)));
+  s.ill = !(hn::GetLane(hn::MaxOfLanes(d, max_u)) <= kMaxRatio);
+  return s;
+}
+
+// Whether the row's scan rules out the SIMD identity (NaN rows are handled before).
+template <RowKind kKind>
+bool NeedsDouble(const Scan& s) {
+  const bool finite = std::isfinite(s.max_b) && std::isfinite(s.max_c);
+  if constexpr (kKind == RowKind::kProbs) {
+    return !finite || s.min_b < 0.0f || s.min_c < 0.0f || !(s.max_b > 0.0f);
+  } else {
+    return !finite;
+  }
+}
+
+template <RowKind kKind>
+void Rows(const RowProblem& p, int64_t begin, int64_t end, double* kl, bool* agree) {
+  const int64_t n = p.classes;
+  const float inv_t = kKind == RowKind::kLogits ? 1.0f / p.temperature : 1.0f;
+  for (int64_t r = begin; r < end; ++r) {
+    const float* b = p.base + r * n;
+    const float* c = p.candidate + r * n;
+    const Scan scan = ScanRow(b, c, n);
+    if (scan.nan) {
+      kl[r] = std::numeric_limits<double>::quiet_NaN();
+      agree[r] = RowArgMax(b, n) == RowArgMax(c, n);
+      continue;
+    }
+    agree[r] = FirstEqual(b, n, scan.max_b) == FirstEqual(c, n, scan.max_c);
+    double value = 0.0;
+    bool exact = NeedsDouble<kKind>(scan);
+    if (!exact) {
+      const Sums s = SumRow<kKind>(b, c, n, scan.max_b, scan.max_c, inv_t);
+      value = KLFromSums(s.a, s.c, s.g, s.r);
+      exact = s.ill || std::isnan(value);
+    }
+    kl[r] = exact ? RowKLDouble(b, c, n, p.kind, p.temperature) : value;
+  }
+}
+
+void RowsAnyKind(const RowProblem& p, int64_t begin, int64_t end, double* kl, bool* agree) {
+  switch (p.kind) {
+    case RowKind::kLogits:
+      return Rows<RowKind::kLogits>(p, begin, end, kl, agree);
+    case RowKind::kLogProbs:
+      return Rows<RowKind::kLogProbs>(p, begin, end, kl, agree);
+    case RowKind::kProbs:
+      return Rows<RowKind::kProbs>(p, begin, end, kl, agree);
+  }
+}
+
+#endif  // HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX2
+
+}  // namespace HWY_NAMESPACE
+}  // namespace kldiv
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace kldiv {
+namespace detail {
+
+#if (HWY_TARGETS & HWY_AVX3) && (defined(__x86_64__) || defined(_M_X64))
+RowKLFn RowKLAvx3() { return N_AVX3::RowsAnyKind; }
+#else
+RowKLFn RowKLAvx3() { return nullptr; }
+#endif
+#if (HWY_TARGETS & HWY_AVX2) && (defined(__x86_64__) || defined(_M_X64))
+RowKLFn RowKLAvx2() { return N_AVX2::RowsAnyKind; }
+#else
+RowKLFn RowKLAvx2() { return nullptr; }
+#endif
+
+}  // namespace detail
+}  // namespace kldiv
+#endif  // HWY_ONCE

@@ -1,0 +1,178 @@
+"""compare's KL op (the native KLDivRows) against an 80-bit long-double numpy reference: accuracy
+at every size of KL and every kind, zeros, NaN and infinities, top-1 agreement as numpy's argmax,
+thread independence, the numpy fallback, and its errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+
+from kldiv_onnx import runtime
+from kldiv_onnx._contract import DOMAIN, ROWS_OP
+from kldiv_onnx.comparison.models import KINDS, kl_model, kl_rows
+
+
+def reference(base: np.ndarray, candidate: np.ndarray, kind: str, t: float = 1.0) -> np.ndarray:
+    """The textbook KL per row in long double (good to ~1e-19 |log p|)."""
+    logs = []
+    for z in (base, candidate):
+        z = z.astype(np.longdouble)
+        if kind == "probs":
+            with np.errstate(divide="ignore"):
+                logs.append(np.log(z / z.sum(axis=-1, keepdims=True)))
+            continue
+        z = z / np.longdouble(t) if kind == "logits" else z
+        m = z.max(axis=-1, keepdims=True)
+        with np.errstate(invalid="ignore"):
+            logs.append(z - m - np.log(np.exp(z - m).sum(axis=-1, keepdims=True)))
+    lp, lq = logs
+    p = np.exp(lp)
+    with np.errstate(invalid="ignore"):
+        terms = np.where(p == 0, 0, p * (lp - lq))
+    return terms.sum(axis=-1).astype(np.float64)
+
+
+def rows(
+    n: int, classes: int, noise: float, kind: str, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Logits of scale 3 and a copy perturbed by ``noise``, as ``kind`` holds them."""
+    rng = np.random.default_rng(seed)
+    zb = 3 * rng.normal(size=(n, classes))
+    zc = zb + noise * rng.normal(size=zb.shape)
+    if kind != "logits":
+        ls = [z - z.max(-1, keepdims=True) for z in (zb, zc)]
+        ls = [z - np.log(np.exp(z).sum(-1, keepdims=True)) for z in ls]
+        zb, zc = (np.exp(z) if kind == "probs" else z for z in ls)
+    return zb.astype(np.float32), zc.astype(np.float32)
+
+
+def run(base, candidate, kind="logits", temperature=1.0, threads=None):
+    sess = runtime.session(kl_model(kind, temperature), fused=True, threads=threads)
+    return runtime.run(sess, {"base": base, "candidate": candidate})
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("classes", [1, 10, 1000, 32001])
+@pytest.mark.parametrize("noise", [1e-5, 1e-3, 0.3, 3.0])
+def test_accurate_at_every_size_of_kl(kind, classes, noise):
+    """Relative error ≤ 2e-6 from KL ~ 1e-11 (near-identical outputs) to KL ~ 10."""
+    base, candidate = rows(8 if classes > 1000 else 32, classes, noise, kind)
+    t = 2.5 if kind == "logits" else 1.0
+    kl, agree = run(base, candidate, kind, t)
+    want = reference(base, candidate, kind, t)
+    assert kl.dtype == np.float64 and kl.shape == (len(base),)
+    np.testing.assert_allclose(kl, want, rtol=2e-6, atol=1e-18)
+    np.testing.assert_array_equal(agree, base.argmax(-1) == candidate.argmax(-1))
+
+
+def test_resolves_what_the_textbook_float32_form_cannot():
+    """Near-identical logits (KL ~ 1e-10): the op keeps 6 digits where log-softmax in float32,
+    exp(lp) (lp - lq) summed in double, is off by more than the KL itself."""
+    base, candidate = rows(64, 1000, 1e-5, "logits")
+    want = reference(base, candidate, "logits")
+    kl, _ = run(base, candidate)
+
+    def log_softmax32(z):
+        m = z.max(-1, keepdims=True)
+        return (z - m) - np.log(np.exp(z - m).sum(-1, keepdims=True, dtype=np.float32))
+
+    lp, lq = log_softmax32(base), log_softmax32(candidate)
+    textbook = (np.exp(lp) * (lp - lq)).astype(np.float64).sum(-1)
+    assert np.max(np.abs(kl / want - 1)) < 2e-6
+    assert np.median(np.abs(textbook / want - 1)) > 1
+
+
+def test_zeros_infinities_and_nan():
+    b = np.sin(np.arange(20, dtype=np.float32))
+    c = np.cos(np.arange(20, dtype=np.float32))
+    cases = np.stack([b, b, b, b, b, b, b])
+    cand = np.stack([c, c, c, c, c, c, c])
+    cases[1, 3] = -np.inf  # P = 0 there: adds 0
+    cases[2, 3] = cand[2, 3] = -np.inf  # both 0 at the same class
+    cand[3, 5] = -np.inf  # Q = 0 where P > 0: +inf
+    cand[4, 17] = np.nan  # NaN: NaN, top-1 at the NaN (numpy's argmax)
+    cases[5, 0] = np.inf  # +inf logit: NaN
+    cand[6, 2] = cases[6, 2] + 100  # e^100 overflows float32: the float64 path
+    kl, agree = run(cases, cand)
+    want = reference(cases, cand, "logits")
+    for i in (0, 1, 2, 6):
+        assert kl[i] == pytest.approx(want[i], rel=2e-6), i
+    assert kl[3] == np.inf and np.isnan(kl[4]) and np.isnan(kl[5])
+    np.testing.assert_array_equal(agree, cases.argmax(-1) == cand.argmax(-1))
+    same, _ = run(cases[:1], cases[:1])
+    assert same[0] == 0.0
+
+
+def test_probs_with_zeros_and_negative_values():
+    p = np.array([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5], [0.25, 0.25, 0.5], [0.5, 0.5, 0.0]], np.float32)
+    q = np.array(
+        [[0.25, 0.75, 0.0], [0.2, 0.3, 0.5], [0.5, 0.5, 0.0], [0.5, 0.6, -0.1]], np.float32
+    )
+    kl, _ = run(p, q, "probs")
+    assert kl[0] == pytest.approx(0.5 * np.log(0.5 / 0.25) + 0.5 * np.log(0.5 / 0.75), rel=1e-7)
+    assert kl[1] == 0.0 and kl[2] == np.inf and np.isnan(kl[3])
+
+
+def test_the_same_bits_for_any_thread_count():
+    base, candidate = rows(300, 1500, 1e-2, "logits")
+    one = run(base, candidate, threads=1)
+    two = run(base, candidate, threads=2)
+    assert np.array_equal(one[0], two[0]) and np.array_equal(one[1], two[1])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_numpy_fallback_agrees(kind):
+    """Without the native library compare computes the same in float64 with numpy."""
+    base, candidate = rows(64, 100, 0.3, kind)
+    t = 2.0 if kind == "logits" else 1.0
+    kl, agree = kl_rows(base, candidate, kind, t)
+    op_kl, op_agree = run(base, candidate, kind, t)
+    np.testing.assert_allclose(kl, op_kl, rtol=1e-6)
+    np.testing.assert_array_equal(agree, op_agree)
+
+
+def _model(attrs, dtype=TensorProto.FLOAT, rank=2):
+    dims = ["n", "c"][:rank]
+    node = helper.make_node(ROWS_OP, ["base", "candidate"], ["kl", "agree"], domain=DOMAIN, **attrs)
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info(n, dtype, dims) for n in ("base", "candidate")],
+        [
+            helper.make_tensor_value_info("kl", TensorProto.DOUBLE, None),
+            helper.make_tensor_value_info("agree", TensorProto.BOOL, None),
+        ],
+    )
+    return helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", 15), helper.make_opsetid(DOMAIN, 1)],
+        ir_version=8,
+    )
+
+
+@pytest.mark.parametrize(
+    "attrs, message",
+    [
+        ({"kind": "odds"}, "attribute kind=b'odds' is not one of 'logits', 'log-probs', 'probs'"),
+        ({"kind": 3}, "attribute 'kind' must be a string"),
+        ({"temperature": 0.0}, "attribute temperature=0.0 must be finite and > 0"),
+        ({"temperature": float("inf")}, "temperature=inf must be finite"),
+        ({"temperature": 2}, "attribute 'temperature' must be a float, got INT 2"),
+    ],
+)
+def test_bad_attributes_name_the_op_and_value(attrs, message):
+    with pytest.raises(Exception, match="KLDivRows") as info:
+        runtime.session(_model(attrs), fused=True)
+    assert message in str(info.value)
+
+
+def test_bad_inputs_name_the_op_and_values():
+    sess = runtime.session(_model({}), fused=True)
+    a = np.zeros((2, 3), np.float32)
+    with pytest.raises(Exception, match=r"KLDivRows.*base shape \[2, 3\] and candidate shape"):
+        sess.run(None, {"base": a, "candidate": np.zeros((2, 4), np.float32)})
+    with pytest.raises(Exception, match=r"KLDivRows.*class axis \(the last\) has 0 entries"):
+        sess.run(None, {"base": a[:, :0], "candidate": a[:, :0]})
+    empty = sess.run(None, {"base": a[:0], "candidate": a[:0]})
+    assert empty[0].shape == (0,) and empty[1].shape == (0,)
