@@ -201,6 +201,9 @@ def test_unavailable_backends_are_skipped(monkeypatch, capsys, request):
         assert row["us"]["torch-eager"] is None and "torch" in row["missing"]["torch-eager"]
         assert row["met"] is None and row["us"]["api"] > 0
     assert result["summary"]["targets"]["api_vs_torch_eager_2x2"]["met"] is None
+    for row in result["kernel_log"]["rows"]:  # no library: the section is skipped, not faked
+        assert row["status"] == "skipped" and "native library" in row["error"]
+    assert result["summary"]["targets"]["fused_vs_torch_log_avx3_batchmean"]["met"] is None
 
 
 @pytest.mark.parametrize(
@@ -363,3 +366,99 @@ def test_faster_read_bound(quick):
         return
     want = median["fused"] / min(median["numpy-read"], median["torch-read"])
     assert check["value"] == pytest.approx(want) and check["target"] == 1.25
+
+
+# --- kernel in cache vs torch.log ---------------------------------------------------------
+
+
+def _kernel_log_rows_sane(section, torch_expected):
+    assert section["target"] == bench.KERNEL_LOG_TARGET == 1.0
+    assert section["target_size"] == bench.KERNEL_LOG_TARGET_SIZE == 2**18
+    assert [r["isa"] for r in section["rows"]] == list(bench.KERNEL_LOG_ISAS)
+    simd = native.simd_level()
+    for row in section["rows"]:
+        assert row["status"] in ("ok", "unsupported", "skipped", "failed"), row
+        if not native.available():
+            assert row["status"] == "skipped" and "native library" in row["error"]
+            continue
+        supported = simd == "avx512f" or (simd == "avx2" and row["isa"] == "avx2")
+        assert row["status"] == ("ok" if supported else "unsupported"), row
+        if row["status"] != "ok":
+            continue
+        assert row["active"] == row["isa"]  # the subprocess ran the target it was given
+        assert [p["size"] for p in row["sizes"]] == section["sizes"]
+        assert all(row["session_us"][r] > 0 for r in bench.KERNEL_LOG_REDUCTIONS)
+        for at in row["sizes"]:
+            ns = at["ns_per_element"]
+            assert all(0 < ns[r] < 1e4 for r in bench.KERNEL_LOG_REDUCTIONS), at
+            if torch_expected:
+                assert ns["torch.log"] > 0
+                for r in bench.KERNEL_LOG_REDUCTIONS:
+                    assert at["over_log"][r] == pytest.approx(ns[r] / ns["torch.log"])
+            else:
+                assert ns["torch.log"] is None and row["torch"] == "not installed"
+                assert all(at["over_log"][r] is None for r in bench.KERNEL_LOG_REDUCTIONS)
+
+
+def test_quick_kernel_log(quick):
+    """The section ran in the quick run: one subprocess per SIMD target, the fused op and
+    torch.log side by side at each size, and the targets judged at 2**18."""
+    paths, result = quick
+    section = result["kernel_log"]
+    assert section["rounds"] == bench.quick_config().kernel_log_rounds
+    assert section["sizes"] == list(bench.KERNEL_LOG_SIZES)
+    _kernel_log_rows_sane(section, _has("torch"))
+    targets = result["summary"]["targets"]
+    for row in section["rows"]:
+        at = next((p for p in row.get("sizes", []) if p["size"] == 2**18), None)
+        for r in bench.KERNEL_LOG_REDUCTIONS:
+            check = targets[f"fused_vs_torch_log_{row['isa']}_{r}"]
+            assert check["target"] == 1.0 and check["op"] == "<="
+            if at is None or at["over_log"][r] is None:
+                assert check["met"] is None
+            else:
+                assert check["value"] == pytest.approx(at["over_log"][r])
+                assert check["met"] == (check["value"] <= 1.0)
+    table = bench.format_table(result)
+    assert "kernel in cache vs torch.log: float32, 1 thread" in table
+    assert "fused avx3 batchmean / torch.log (2**18)" in table
+    text = paths["md"].read_text()
+    assert "Kernel in cache vs `torch.log`" in text and "| avx2 |" in text
+
+
+def test_kernel_log_worker_without_torch(monkeypatch):
+    """Without torch the worker still times the fused op; torch.log reads "not installed"."""
+    if not native.available():
+        pytest.skip("native library not built")
+    from kldiv_onnx.bench import kernel_log
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` raises ImportError
+    row = kernel_log._worker(1, (1024,))
+    assert row["status"] == "ok" and row["torch"] == "not installed"
+    assert row["active"] == native.active_target()
+    section = {
+        "dtype": "float32",
+        "threads": 1,
+        "rounds": 1,
+        "sizes": [1024],
+        "target_size": 2**18,
+        "target": 1.0,
+        "rows": [{**row, "isa": "avx3"}],
+    }
+    at = row["sizes"][0]
+    assert at["ns_per_element"]["torch.log"] is None and at["over_log"]["batchmean"] is None
+    text = bench.format_kernel_log({"kernel_log": section})
+    assert "not installed" in text
+
+
+def test_kernel_log_only(tmp_path, capsys):
+    """--kernel-log-only measures that section alone (no points, no call overhead)."""
+    out = tmp_path / "k.json"
+    argv = ["bench", "--quick", "--kernel-log-only", "--no-progress", "--json", str(out)]
+    assert main(argv) == 0
+    assert "kernel in cache vs torch.log" in capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert result["points"] == [] and result["call_overhead"] is None
+    assert "--kernel-log-only" in result["command"]
+    _kernel_log_rows_sane(result["kernel_log"], _has("torch"))
+    assert main(["bench", "--kernel-log-only", "--no-kernel-log"]) == 2

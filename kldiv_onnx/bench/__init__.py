@@ -38,9 +38,17 @@ reuses them. onnxruntime is measured on a twin session with its CPU arena off (w
 call on the first row): with the arena on, the intermediates of earlier calls stay resident
 and a call shows no growth. Where the kernel cannot do this, the field is ``None``.
 
+Kernel in cache vs ``torch.log`` (``kernel_log`` in the JSON, skipped with ``Config.kernel_log``
+off): the fused float32 op (``batchmean`` and ``none``) against ``torch.log(t, out=o)``, one
+thread, at 2**14, 2**16 and 2**18 elements, per SIMD target the CPU supports (one subprocess
+each, ``$KLDIV_ONNX_ISA``), best of alternating rounds; at 2**18 fused / torch.log is checked
+against :data:`~.kernel_log.KERNEL_LOG_TARGET` (1.0: the whole loss for the price of one log).
+See :mod:`.kernel_log`.
+
 Layout: :mod:`.config` (what to measure), :mod:`.measure` (machine, memory probe, backends,
-timing, the runner: :func:`run_benchmark`), :mod:`.report` (ratios, targets, terminal tables,
-markdown, plot); the command is in :mod:`kldiv_onnx.cli.bench`.
+timing, the runner: :func:`run_benchmark`), :mod:`.kernel_log` (the kernel-in-cache section),
+:mod:`.report` (ratios, targets, terminal tables, markdown, plot); the command is in
+:mod:`kldiv_onnx.cli.bench`.
 """
 
 from .config import (
@@ -55,6 +63,14 @@ from .config import (
     SCHEMA,
     Config,
     quick_config,
+)
+from .kernel_log import (
+    KERNEL_LOG_ISAS,
+    KERNEL_LOG_REDUCTIONS,
+    KERNEL_LOG_SIZES,
+    KERNEL_LOG_TARGET,
+    KERNEL_LOG_TARGET_SIZE,
+    kernel_vs_log,
 )
 from .measure import (
     READ_CHUNK_BYTES,
@@ -71,6 +87,7 @@ from .report import (
     TARGET,
     TARGET_READ_RATIO,
     TARGET_SPEEDUP,
+    format_kernel_log,
     format_memory,
     format_overhead,
     format_summary,
@@ -89,6 +106,11 @@ __all__ = [
     "DTYPE_NAMES",
     "FULL_SIZES",
     "HALF_SLACK",
+    "KERNEL_LOG_ISAS",
+    "KERNEL_LOG_REDUCTIONS",
+    "KERNEL_LOG_SIZES",
+    "KERNEL_LOG_TARGET",
+    "KERNEL_LOG_TARGET_SIZE",
     "OVERHEAD_SHAPES",
     "OVERHEAD_TARGETS",
     "QUICK_SIZES",
@@ -101,10 +123,12 @@ __all__ = [
     "PeakMemory",
     "Point",
     "call_overhead",
+    "format_kernel_log",
     "format_memory",
     "format_overhead",
     "format_summary",
     "format_table",
+    "kernel_vs_log",
     "machine_info",
     "markdown",
     "plot",

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._contract import REDUCTIONS
+from .kernel_log import KERNEL_LOG_ROUNDS
 
 SCHEMA = "kldiv-onnx-bench/1"
 BACKENDS = ("fused", "api", "composite", "torch-export", "torch-eager", "numpy-read", "torch-read")
@@ -44,6 +45,13 @@ class Config:
     """Measure the "call overhead" section (needs the ``api`` backend selected)."""
     overhead_rounds: int = 51
     """Rounds of the call-overhead section: each times every contestant once, side by side."""
+    points: bool = True
+    """Measure the backends at every (size, dtype, reduction, threads); off for
+    ``--kernel-log-only``."""
+    kernel_log: bool = True
+    """Measure the "kernel in cache vs torch.log" section (:mod:`.kernel_log`)."""
+    kernel_log_rounds: int = KERNEL_LOG_ROUNDS
+    """Rounds of that section: each times every contestant once, side by side."""
 
     def validate(self) -> None:
         """``ValueError`` naming the first bad field."""
@@ -65,10 +73,17 @@ class Config:
             raise ValueError("need warmup >= 0 and 1 <= min_repeats <= max_repeats")
         if self.overhead_rounds < 1:
             raise ValueError("overhead_rounds: need at least 1")
+        if self.kernel_log_rounds < 1:
+            raise ValueError("kernel_log_rounds: need at least 1")
 
 
 def quick_config() -> Config:
     """The CI set: two small sizes, every dtype, reduction, thread count and backend."""
     return Config(
-        sizes=QUICK_SIZES, min_repeats=3, max_repeats=20, budget_s=0.01, overhead_rounds=5
+        sizes=QUICK_SIZES,
+        min_repeats=3,
+        max_repeats=20,
+        budget_s=0.01,
+        overhead_rounds=5,
+        kernel_log_rounds=5,
     )

@@ -34,6 +34,7 @@ from ..export import build_model
 from ..reference import sample
 from ..runtime import session_options
 from .config import CLASSES, OVERHEAD_SHAPES, OVERHEAD_TARGETS, SCHEMA, Config
+from .kernel_log import kernel_vs_log
 from .report import fmt_size, summarize
 
 # ----------------------------------------------------------------------------- memory
@@ -655,12 +656,15 @@ def run_benchmark(cfg: Config | None = None, progress: bool = True) -> dict[str,
     runner = _Runner(cfg)
     points: list[Point] = []
     per_size = len(cfg.dtypes) * len(cfg.reductions) * len(cfg.threads) * len(cfg.backends)
-    bar = _Progress(len(cfg.sizes) * per_size, enabled=progress)
+    bar = _Progress(len(cfg.sizes) * per_size if cfg.points else 0, enabled=progress)
     overhead: dict[str, Any] | None = None
+    kernel_log: dict[str, Any] | None = None
     try:
+        if cfg.kernel_log:  # subprocesses: before this process's pools and sessions exist
+            kernel_log = kernel_vs_log(cfg.kernel_log_rounds)
         if cfg.overhead and "api" in cfg.backends:
             overhead = call_overhead(runner)
-        for size in cfg.sizes:
+        for size in cfg.sizes if cfg.points else ():
             points += runner.points(size, bar)
             gc.collect()
     finally:
@@ -692,6 +696,7 @@ def run_benchmark(cfg: Config | None = None, progress: bool = True) -> dict[str,
         "notes": runner.notes,
         "points": [asdict(p) for p in points],
         "call_overhead": overhead,
+        "kernel_log": kernel_log,
     }
     result["summary"] = summarize(result)
     return result

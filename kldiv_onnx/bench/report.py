@@ -8,7 +8,9 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from .. import native
 from .config import BACKENDS, CLASSES, OVERHEAD_SHAPES, OVERHEAD_TARGETS
+from .kernel_log import KERNEL_LOG_ISAS, KERNEL_LOG_REDUCTIONS
 
 TARGET = {"size": 2**24, "dtype": "float32", "reduction": "batchmean"}
 """The point at which the kernel's speed targets are stated (with the most threads measured)."""
@@ -101,12 +103,36 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
         checks[_overhead_key(shape)] = _check(
             None if None in worst else max(worst), OVERHEAD_TARGETS[shape], "<="
         )
+    checks.update(_kernel_log_checks(result.get("kernel_log")))
     return {
         "at": {"size": size, "dtype": dtype, "reduction": reduction, "threads": threads},
         "exact_target_point": size == TARGET["size"] and threads == 2,
         "ratios": r,
         "targets": checks,
     }
+
+
+def _kernel_log_key(isa: str, reduction: str) -> str:
+    return f"fused_vs_torch_log_{isa}_{reduction}"
+
+
+def _kernel_log_at(row: dict[str, Any], size: int) -> dict[str, Any] | None:
+    """A target's measurements at one size (None when it did not run there)."""
+    return next((p for p in row.get("sizes", []) if p["size"] == size), None)
+
+
+def _kernel_log_checks(section: dict[str, Any] | None) -> dict[str, Any]:
+    """fused / torch.log per element at the target size, per SIMD target and reduction (a
+    target that is not supported, or a run without torch, gives ``met: None``)."""
+    if not section:
+        return {}
+    checks = {}
+    for row in section["rows"]:
+        at = _kernel_log_at(row, section["target_size"]) if row["status"] == "ok" else None
+        for reduction in KERNEL_LOG_REDUCTIONS:
+            value = at["over_log"][reduction] if at else None
+            checks[_kernel_log_key(row["isa"], reduction)] = _check(value, section["target"], "<=")
+    return checks
 
 
 def _overhead_key(shape: tuple[int, ...]) -> str:
@@ -157,7 +183,8 @@ def format_table(result: dict[str, Any]) -> str:
     head.append("fused MiB")
     widths = [7, *[max(len(b), 9) for b in backends], 9, 12, 11, 10, 9]
     lines = []
-    for dtype in cfg["dtypes"]:
+    measured = bool(result["points"])  # False for --kernel-log-only
+    for dtype in cfg["dtypes"] if measured else ():
         for reduction in cfg["reductions"]:
             for threads in cfg["threads"]:
                 lines.append("")
@@ -179,11 +206,15 @@ def format_table(result: dict[str, Any]) -> str:
                         _fmt_mib(fused["peak_extra_bytes"] if fused else None),
                     ]
                     lines.append("  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True)))
-    lines.append("")
-    lines.append(format_memory(result))
+    if measured:
+        lines.append("")
+        lines.append(format_memory(result))
     if result.get("call_overhead"):
         lines.append("")
         lines.append(format_overhead(result))
+    if result.get("kernel_log"):
+        lines.append("")
+        lines.append(format_kernel_log(result))
     lines.append("")
     lines.append(format_summary(result))
     for item in result["skipped"]:
@@ -279,6 +310,72 @@ def format_overhead(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _kernel_log_rows(section: dict[str, Any]) -> list[list[str]]:
+    """One row of cells per (SIMD target, size) of the kernel-vs-torch.log section."""
+    out = []
+    for row in section["rows"]:
+        if row["status"] != "ok":
+            out.append([row["isa"], "-", row["status"], "", "", "", "", "", row.get("error", "")])
+            continue
+        torch_missing = row.get("torch") == "not installed"
+        for at in row["sizes"]:
+            ns = at["ns_per_element"]
+            judged = at["size"] == section["target_size"]
+            verdicts = []
+            for reduction in KERNEL_LOG_REDUCTIONS:
+                ratio = at["over_log"][reduction]
+                if not judged:
+                    verdicts.append("")
+                elif ratio is None:
+                    verdicts.append("not measured")
+                else:
+                    verdicts.append("met" if ratio <= section["target"] else "MISSED")
+            out.append(
+                [
+                    row["isa"],
+                    fmt_size(at["size"]),
+                    *[f"{ns[r]:.3f}" for r in KERNEL_LOG_REDUCTIONS],
+                    "not installed" if torch_missing else f"{ns['torch.log']:.3f}",
+                    *[_fmt_x(at["over_log"][r]) or "-" for r in KERNEL_LOG_REDUCTIONS],
+                    " / ".join(v for v in verdicts if v),
+                ]
+            )
+    return out
+
+
+_KERNEL_LOG_HEAD = [
+    "isa",
+    "size",
+    *[f"{r} ns" for r in KERNEL_LOG_REDUCTIONS],
+    "torch.log ns",
+    *[f"{r}/log" for r in KERNEL_LOG_REDUCTIONS],
+    "verdict",
+]
+
+
+def format_kernel_log(result: dict[str, Any]) -> str:
+    """The kernel-in-cache section: ns/element of the fused op and of torch.log, side by side,
+    per SIMD target and size, and the target at its size."""
+    k = result["kernel_log"]
+    lines = [
+        f"kernel in cache vs torch.log: {k['dtype']}, {k['threads']} thread, ns/element, best "
+        f"of {k['rounds']} alternating rounds; fused = pre-bound onnxruntime session; target at "
+        f"{fmt_size(k['target_size'])}: fused / torch.log <= {k['target']:g}x"
+    ]
+    widths = [5, 6, 13, 8, 13, 14, 9, 14]
+    lines.append("  ".join(h.rjust(w) for h, w in zip(_KERNEL_LOG_HEAD, widths, strict=False)))
+    for cells in _kernel_log_rows(k):
+        lines.append(
+            "  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=False))
+            + ("  " + cells[-1] if len(cells) > len(widths) else "")
+        )
+    for row in k["rows"]:
+        if row["status"] == "ok":
+            us = ", ".join(f"{r} {row['session_us'][r]:.2g}" for r in KERNEL_LOG_REDUCTIONS)
+            lines.append(f"  {row['isa']}: onnxruntime's fixed cost per run (16 elements): {us} us")
+    return "\n".join(lines)
+
+
 _TARGET_LABELS = {
     "fused_vs_torch_export": "torch export on ORT / fused (time)",
     "fused_vs_torch_eager": "torch eager / fused (time)",
@@ -290,6 +387,11 @@ _TARGET_LABELS = {
     **{
         _overhead_key(shape): f"API / torch eager {shape}, 1 thread (time)"
         for shape in OVERHEAD_SHAPES
+    },
+    **{
+        _kernel_log_key(isa, r): f"fused {isa} {r} / torch.log (2**18)"
+        for isa in KERNEL_LOG_ISAS
+        for r in KERNEL_LOG_REDUCTIONS
     },
 }
 
@@ -397,6 +499,23 @@ def markdown(result: dict[str, Any], command: str) -> str:
             "|---|" + "---:|" * 6 + "---|---|",
         ]
         out += ["| " + " | ".join(cells) + " |" for cells in _overhead_rows(result)]
+    if result.get("kernel_log"):
+        k = result["kernel_log"]
+        out += [
+            "",
+            f"Kernel in cache vs `torch.log`: the fused {k['dtype']} op in a pre-bound "
+            f"onnxruntime session (inputs and output bound) against `torch.log(t, out=o)`, "
+            f"{k['threads']} thread, ns/element, best of {k['rounds']} rounds measured side by "
+            f"side; one subprocess per SIMD target (`${native.ISA_ENV_VAR}`); target at "
+            f"{fmt_size(k['target_size'])}: fused / torch.log <= {k['target']:g}x:",
+            "",
+            "| " + " | ".join(_KERNEL_LOG_HEAD) + " |",
+            "|---|---|" + "---:|" * 5 + "---|",
+        ]
+        for cells in _kernel_log_rows(k):
+            if cells[2] in ("unsupported", "skipped", "failed"):
+                cells = [cells[0], cells[8] or cells[2], *[""] * 6]
+            out.append("| " + " | ".join(cells[:8]) + " |")
     out += [
         "",
         "Against the targets:",

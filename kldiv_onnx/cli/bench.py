@@ -70,6 +70,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         cfg.memory = False
     if args.no_overhead:
         cfg.overhead = False
+    if args.no_kernel_log:
+        cfg.kernel_log = False
+    if args.kernel_log_only:
+        if args.no_kernel_log:
+            raise UsageError("--kernel-log-only and --no-kernel-log exclude each other")
+        cfg.points = cfg.overhead = False
     try:
         cfg.validate()
     except ValueError as exc:
@@ -170,6 +176,17 @@ def register(subparsers: Any) -> None:
         help="skip the call-overhead section (API vs torch eager at (2, 2) and (64, 1000))",
     )
     p.add_argument(
+        "--no-kernel-log",
+        action="store_true",
+        help="skip the kernel-in-cache section (fused float32 vs torch.log, 1 thread, per SIMD "
+        "target)",
+    )
+    p.add_argument(
+        "--kernel-log-only",
+        action="store_true",
+        help="measure only the kernel-in-cache section (fused vs torch.log at 2**14..2**18)",
+    )
+    p.add_argument(
         "--compare",
         type=_engines,
         metavar="ENGINES",
@@ -204,7 +221,7 @@ def _command_line(args: argparse.Namespace) -> str:
             words += [f"--{name.replace('_', '-')}", str(value)]
     if args.compare:
         words += ["--compare", ",".join(args.compare)]
-    for name in ("no_memory", "no_overhead", "no_progress"):
+    for name in ("no_memory", "no_overhead", "no_kernel_log", "kernel_log_only", "no_progress"):
         if getattr(args, name):
             words.append(f"--{name.replace('_', '-')}")
     for name in ("json", "plot", "markdown"):
