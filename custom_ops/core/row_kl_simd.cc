@@ -20,6 +20,7 @@
 // clang-format on
 
 #include <cmath>
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 
@@ -113,16 +114,24 @@ HWY_INLINE void Terms(DF d, VF vb, VF vc, VF max_b, VF max_c, VF inv_t, VF* w, V
   if constexpr (kKind == RowKind::kProbs) {
     // log(c / b): log1p((c - b) / b) where c and b are close (c - b is exact there), log of
     // the ratio elsewhere (1 + x would round away a small ratio). A ratio outside
-    // [1e-30, 1e30] (or 0) is made huge so that the row takes the float64 path.
+    // [1e-30, 1e30] (or 0, or a 0 weight: masked below) is made huge so that the row takes the
+    // float64 path.
     *w = vb;
     const VF x = hn::Div(hn::Sub(vc, vb), vb);
     *u = hn::Log1p(d, x);
     const auto far = hn::Ge(hn::Abs(x), hn::Set(d, 0.5f));
-    if (HWY_UNLIKELY(!hn::AllFalse(d, far))) {
-      const VF q = hn::Div(vc, vb);
-      const auto normal = hn::And(hn::Ge(q, hn::Set(d, 1e-30f)), hn::Le(q, hn::Set(d, 1e30f)));
-      const VF log_q = hn::IfThenElse(normal, hn::Log(d, hn::IfThenElse(normal, q, x)),
-                                      hn::Set(d, std::numeric_limits<float>::infinity()));
+    if (HWY_UNLIKELY(!hn::AllFalse(d, far))) {  // in double: float's Log is off by 4 ulps
+      const hn::Half<DF> dh;
+      const hn::Repartition<double, DF> dd;
+      const auto log_ratio = [&](auto half_c, auto half_b) {
+        const auto q = hn::Div(hn::PromoteTo(dd, half_c), hn::PromoteTo(dd, half_b));
+        const auto normal = hn::And(hn::Ge(q, hn::Set(dd, 1e-30)), hn::Le(q, hn::Set(dd, 1e30)));
+        return hn::DemoteTo(dh, hn::IfThenElse(normal, hn::Log(dd, hn::IfThenElse(normal, q,
+                                                                                 hn::Set(dd, 1.0))),
+                                               hn::Set(dd, HUGE_VAL)));
+      };
+      const VF log_q = hn::Combine(d, log_ratio(hn::UpperHalf(dh, vc), hn::UpperHalf(dh, vb)),
+                                   log_ratio(hn::LowerHalf(dh, vc), hn::LowerHalf(dh, vb)));
       *u = hn::IfThenElse(far, log_q, *u);
     }
   } else {
@@ -219,9 +228,117 @@ bool NeedsDouble(const Scan& s) {
   }
 }
 
+// Rows of fewer than kShortRow classes, one row per lane: lanes() rows at a time, class j of
+// each gathered into one vector, so that every per-row reduction is a plain vector operation (a
+// short row's horizontal reductions would cost more than its classes).
+constexpr int64_t kShortRow = 40;
+
+template <RowKind kKind>
+void ShortRows(const RowProblem& p, int64_t first, int64_t count, double* kl, bool* agree) {
+  const DF d;
+  const hn::RebindToSigned<DF> di;
+  const hn::Half<DF> dh;
+  const hn::Repartition<double, DF> dd;
+  using VI = hn::Vec<decltype(di)>;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+  const int64_t n = p.classes;
+  const float* b = p.base + first * n;
+  const float* c = p.candidate + first * n;
+  // Lanes past `count` repeat the last row; their results are dropped.
+  const VI rows = hn::Min(hn::Iota(di, 0), hn::Set(di, static_cast<int32_t>(count - 1)));
+  const VI row_start = hn::Mul(rows, hn::Set(di, static_cast<int32_t>(n)));
+  VF max_b = hn::GatherIndex(d, b, row_start), min_b = max_b;
+  VF max_c = hn::GatherIndex(d, c, row_start), min_c = max_c;
+  VI arg_b = hn::Zero(di), arg_c = arg_b, nan_b = hn::Set(di, -1), nan_c = nan_b;
+  // The gathered block, class-major, for the second pass.
+  HWY_ALIGN float block_b[kShortRow * kMaxLanes];
+  HWY_ALIGN float block_c[kShortRow * kMaxLanes];
+  for (int64_t j = 0; j < n; ++j) {
+    const VI index = hn::Add(row_start, hn::Set(di, static_cast<int32_t>(j)));
+    const VF vb = hn::GatherIndex(d, b, index), vc = hn::GatherIndex(d, c, index);
+    hn::Store(vb, d, block_b + j * lanes);
+    hn::Store(vc, d, block_c + j * lanes);
+    const VI jv = hn::Set(di, static_cast<int32_t>(j));
+    arg_b = hn::IfThenElse(hn::RebindMask(di, hn::Gt(vb, max_b)), jv, arg_b);  // first maximum
+    arg_c = hn::IfThenElse(hn::RebindMask(di, hn::Gt(vc, max_c)), jv, arg_c);
+    const VI none = hn::Set(di, -1);  // first NaN
+    nan_b = hn::IfThenElse(hn::And(hn::RebindMask(di, hn::IsNaN(vb)), hn::Eq(nan_b, none)), jv,
+                           nan_b);
+    nan_c = hn::IfThenElse(hn::And(hn::RebindMask(di, hn::IsNaN(vc)), hn::Eq(nan_c, none)), jv,
+                           nan_c);
+    max_b = hn::Max(max_b, vb);
+    min_b = hn::Min(min_b, vb);
+    max_c = hn::Max(max_c, vc);
+    min_c = hn::Min(min_c, vc);
+  }
+  const float inv_t = kKind == RowKind::kLogits ? 1.0f / p.temperature : 1.0f;
+  const VF vinv = hn::Set(d, inv_t);
+  auto a_lo = hn::Zero(dd), a_hi = a_lo, c_lo = a_lo, c_hi = a_lo, g_lo = a_lo, g_hi = a_lo;
+  auto r_lo = a_lo, r_hi = a_lo;
+  VF max_u = hn::Zero(d);
+  for (int64_t j = 0; j < n; ++j) {
+    VF w, u, r;
+    Terms<kKind>(d, hn::Load(d, block_b + j * lanes), hn::Load(d, block_c + j * lanes), max_b,
+                 max_c, vinv, &w, &u, &r);
+    max_u = hn::Max(max_u, hn::Abs(u));  // NaN lanes are redone below
+    const VF wu = hn::Mul(w, u);
+    const VF wg = hn::Mul(w, ExpM1MinusX(d, u));
+    a_lo = hn::Add(a_lo, hn::PromoteTo(dd, hn::LowerHalf(dh, w)));
+    a_hi = hn::Add(a_hi, hn::PromoteTo(dd, hn::UpperHalf(dh, w)));
+    c_lo = hn::Add(c_lo, hn::PromoteTo(dd, hn::LowerHalf(dh, wu)));
+    c_hi = hn::Add(c_hi, hn::PromoteTo(dd, hn::UpperHalf(dh, wu)));
+    g_lo = hn::Add(g_lo, hn::PromoteTo(dd, hn::LowerHalf(dh, wg)));
+    g_hi = hn::Add(g_hi, hn::PromoteTo(dd, hn::UpperHalf(dh, wg)));
+    r_lo = hn::Add(r_lo, hn::PromoteTo(dd, hn::LowerHalf(dh, r)));
+    r_hi = hn::Add(r_hi, hn::PromoteTo(dd, hn::UpperHalf(dh, r)));
+  }
+  HWY_ALIGN float mb[kMaxLanes], nb[kMaxLanes], mc[kMaxLanes], nc[kMaxLanes], mu[kMaxLanes];
+  HWY_ALIGN int32_t ab[kMaxLanes], ac[kMaxLanes], xb[kMaxLanes], xc[kMaxLanes];
+  HWY_ALIGN double sa[kMaxLanes], sc[kMaxLanes], sg[kMaxLanes], sr[kMaxLanes];
+  hn::Store(max_b, d, mb);
+  hn::Store(min_b, d, nb);
+  hn::Store(max_c, d, mc);
+  hn::Store(min_c, d, nc);
+  hn::Store(max_u, d, mu);
+  hn::Store(arg_b, di, ab);
+  hn::Store(arg_c, di, ac);
+  hn::Store(nan_b, di, xb);
+  hn::Store(nan_c, di, xc);
+  const int64_t half = lanes / 2;
+  hn::Store(a_lo, dd, sa);
+  hn::Store(a_hi, dd, sa + half);
+  hn::Store(c_lo, dd, sc);
+  hn::Store(c_hi, dd, sc + half);
+  hn::Store(g_lo, dd, sg);
+  hn::Store(g_hi, dd, sg + half);
+  hn::Store(r_lo, dd, sr);
+  hn::Store(r_hi, dd, sr + half);
+  for (int64_t k = 0; k < count; ++k) {
+    const bool nan = xb[k] >= 0 || xc[k] >= 0;
+    agree[first + k] = (xb[k] >= 0 ? xb[k] : ab[k]) == (xc[k] >= 0 ? xc[k] : ac[k]);
+    if (nan) {
+      kl[first + k] = std::numeric_limits<double>::quiet_NaN();
+      continue;
+    }
+    const Scan scan{mb[k], nb[k], mc[k], nc[k], false};
+    double value = std::numeric_limits<double>::quiet_NaN();
+    if (!NeedsDouble<kKind>(scan) && mu[k] <= kMaxRatio) value = KLFromSums(sa[k], sc[k], sg[k], sr[k]);
+    kl[first + k] = std::isnan(value)
+                        ? RowKLDouble(b + k * n, c + k * n, n, p.kind, p.temperature)
+                        : value;
+  }
+}
+
 template <RowKind kKind>
 void Rows(const RowProblem& p, int64_t begin, int64_t end, double* kl, bool* agree) {
   const int64_t n = p.classes;
+  if (n < kShortRow) {
+    const int64_t lanes = static_cast<int64_t>(hn::Lanes(DF()));
+    for (int64_t r = begin; r < end; r += lanes) {
+      ShortRows<kKind>(p, r, std::min(lanes, end - r), kl, agree);
+    }
+    return;
+  }
   const float inv_t = kKind == RowKind::kLogits ? 1.0f / p.temperature : 1.0f;
   for (int64_t r = begin; r < end; ++r) {
     const float* b = p.base + r * n;

@@ -136,68 +136,71 @@ void TestRowKL(const std::string& target) {
     }
   }
 
-  // Special values, one row each (20 classes: a full AVX-512 vector and a tail).
-  const int64_t n = 20;
-  const auto one = [&](std::vector<float> b, std::vector<float> c, RowKind kind) {
-    Rows r{1, n, std::move(b), std::move(c)};
-    std::vector<double> kl;
-    std::vector<char> agree;
-    RunRows(r, kind, 1.0f, kSerial, &kl, &agree);
-    return std::make_pair(kl[0], agree[0] != 0);
-  };
-  std::vector<float> base(n), cand(n);
-  for (int64_t j = 0; j < n; ++j) {
-    base[j] = std::sin(static_cast<float>(j));
-    cand[j] = std::cos(static_cast<float>(j));
+  // Special values, one row each: 20 classes (rows taken a block of rows at a time) and 200
+  // (one row at a time: a full vector loop and a tail).
+  for (const int64_t n : {int64_t{20}, int64_t{200}}) {
+    const std::string at = target + " n=" + std::to_string(n);
+    const auto one = [&](std::vector<float> b, std::vector<float> c, RowKind kind) {
+      Rows r{1, n, std::move(b), std::move(c)};
+      std::vector<double> kl;
+      std::vector<char> agree;
+      RunRows(r, kind, 1.0f, kSerial, &kl, &agree);
+      return std::make_pair(kl[0], agree[0] != 0);
+    };
+    std::vector<float> base(n), cand(n);
+    for (int64_t j = 0; j < n; ++j) {
+      base[j] = std::sin(static_cast<float>(j));
+      cand[j] = std::cos(static_cast<float>(j));
+    }
+    const auto ref = [&](const std::vector<float>& b, const std::vector<float>& c, RowKind kind) {
+      return static_cast<double>(RefRowKL(b.data(), c.data(), n, kind, 1.0f));
+    };
+    const auto near = [](double got, double want) {
+      return std::fabs(got - want) <= 2e-6 * std::fabs(want) || got == want;
+    };
+    Check(one(base, base, RowKind::kLogits).first == 0.0, at + " identical rows give 0");
+    auto b = base, c = cand;
+    b[3] = -kInf;  // P = 0 there: 0 log 0 = 0
+    Check(near(one(b, c, RowKind::kLogits).first, ref(b, c, RowKind::kLogits)),
+          at + " -inf base logit");
+    c[3] = -kInf;  // both zero there
+    Check(near(one(b, c, RowKind::kLogits).first, ref(b, c, RowKind::kLogits)),
+          at + " -inf in both at the same class");
+    b = base, c = cand;
+    c[5] = -kInf;  // Q = 0 where P > 0
+    Check(one(b, c, RowKind::kLogits).first == kInf, at + " Q = 0 where P > 0 gives +inf");
+    c = cand;
+    c[17] = kNaN;
+    auto nan = one(b, c, RowKind::kLogits);
+    Check(std::isnan(nan.first) && !nan.second, at + " NaN candidate: NaN, argmax at the NaN");
+    b[17] = kNaN;
+    Check(one(b, c, RowKind::kLogits).second, at + " NaN at the same class: top-1 agrees");
+    b = base, c = cand;
+    b[0] = kInf;
+    Check(std::isnan(one(b, c, RowKind::kLogits).first), at + " +inf base logit gives NaN");
+    b = base, c = cand;
+    c[2] = b[2] + 100.0f;  // e^u overflows float: the float64 path
+    Check(near(one(b, c, RowKind::kLogits).first, ref(b, c, RowKind::kLogits)),
+          at + " log-ratio of 100");
+    for (int64_t j = 0; j < n; ++j) c[j] = b[j] - 60.0f * static_cast<float>(j % 2);
+    Check(near(one(b, c, RowKind::kLogits).first, ref(b, c, RowKind::kLogits)),
+          at + " half the classes 60 lower");
+    std::vector<float> p(n), q(n);
+    for (int64_t j = 0; j < n; ++j) {
+      p[j] = j % 4 == 0 ? 0.0f : 1.0f + static_cast<float>(j);
+      q[j] = 2.0f + static_cast<float>(j % 3);
+    }
+    Check(near(one(p, q, RowKind::kProbs).first, ref(p, q, RowKind::kProbs)),
+          at + " probs with zeros in the base");
+    q[1] = 0.0f;
+    Check(one(p, q, RowKind::kProbs).first == kInf, at + " probs: Q = 0 where P > 0");
+    q[1] = -1.0f;
+    Check(std::isnan(one(p, q, RowKind::kProbs).first), at + " probs: negative candidate");
+    std::vector<float> ties(n, 1.0f), ties2(n, 1.0f);
+    ties2[0] = 0.5f;
+    Check(one(ties, ties, RowKind::kLogits).second && !one(ties, ties2, RowKind::kLogits).second,
+          at + " ties: the first maximum");
   }
-  const auto ref = [&](const std::vector<float>& b, const std::vector<float>& c, RowKind kind) {
-    return static_cast<double>(RefRowKL(b.data(), c.data(), n, kind, 1.0f));
-  };
-  const auto near = [](double got, double want) {
-    return std::fabs(got - want) <= 2e-6 * std::fabs(want) || got == want;
-  };
-  Check(one(base, base, RowKind::kLogits).first == 0.0, target + " identical rows give 0");
-  auto b = base, c = cand;
-  b[3] = -kInf;  // P = 0 there: 0 log 0 = 0
-  Check(near(one(b, c, RowKind::kLogits).first, ref(b, c, RowKind::kLogits)),
-        target + " -inf base logit");
-  c[3] = -kInf;  // both zero there
-  Check(near(one(b, c, RowKind::kLogits).first, ref(b, c, RowKind::kLogits)),
-        target + " -inf in both at the same class");
-  b = base, c = cand;
-  c[5] = -kInf;  // Q = 0 where P > 0
-  Check(one(b, c, RowKind::kLogits).first == kInf, target + " Q = 0 where P > 0 gives +inf");
-  c = cand;
-  c[17] = kNaN;
-  auto nan = one(b, c, RowKind::kLogits);
-  Check(std::isnan(nan.first) && !nan.second, target + " NaN candidate: NaN, argmax at the NaN");
-  b[17] = kNaN;
-  Check(one(b, c, RowKind::kLogits).second, target + " NaN at the same class: top-1 agrees");
-  b = base, c = cand;
-  b[0] = kInf;
-  Check(std::isnan(one(b, c, RowKind::kLogits).first), target + " +inf base logit gives NaN");
-  b = base, c = cand;
-  c[2] = b[2] + 100.0f;  // e^u overflows float: the float64 path
-  Check(near(one(b, c, RowKind::kLogits).first, ref(b, c, RowKind::kLogits)),
-        target + " log-ratio of 100");
-  for (int64_t j = 0; j < n; ++j) c[j] = b[j] - 60.0f * static_cast<float>(j % 2);
-  Check(near(one(b, c, RowKind::kLogits).first, ref(b, c, RowKind::kLogits)),
-        target + " half the classes 60 lower");
-  std::vector<float> p(n), q(n);
-  for (int64_t j = 0; j < n; ++j) {
-    p[j] = j % 4 == 0 ? 0.0f : 1.0f + static_cast<float>(j);
-    q[j] = 2.0f + static_cast<float>(j % 3);
-  }
-  Check(near(one(p, q, RowKind::kProbs).first, ref(p, q, RowKind::kProbs)),
-        target + " probs with zeros in the base");
-  q[1] = 0.0f;
-  Check(one(p, q, RowKind::kProbs).first == kInf, target + " probs: Q = 0 where P > 0");
-  q[1] = -1.0f;
-  Check(std::isnan(one(p, q, RowKind::kProbs).first), target + " probs: negative candidate");
-  std::vector<float> ties(n, 1.0f), ties2(n, 1.0f);
-  ties2[0] = 0.5f;
-  Check(one(ties, ties, RowKind::kLogits).second && !one(ties, ties2, RowKind::kLogits).second,
-        target + " ties: the first maximum");
 
   // Bitwise identical for any thread count.
   const Rows r = MakeRows(300, 1500, 1e-2, RowKind::kLogits, 9);

@@ -76,7 +76,7 @@ def kl_stage(
                 kind: str = kind,
             ) -> None:  # as BatchRunner
                 if sess is not None:
-                    runtime.run(sess, {"base": base, "candidate": candidate})
+                    sess.run(None, {"base": base, "candidate": candidate})
                 else:
                     kl_rows(base, candidate, kind, 1.0)
 
