@@ -430,6 +430,45 @@ def format_summary(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _scaling_markdown(result: dict[str, Any], dtype: str, reduction: str) -> list[str]:
+    """The thread-scaling table (every size, every thread count) when several were measured."""
+    cfg = result["config"]
+    if len(cfg["threads"]) < 2 or "fused" not in cfg["backends"]:
+        return []
+    idx = _index(result["points"])
+
+    def ms(backend: str, threads: int, size: int) -> float | None:
+        p = idx.get((backend, dtype, reduction, threads, size))
+        return p["median_s"] * 1e3 if p and p["status"] == "ok" else None
+
+    out = [
+        "",
+        f"Thread scaling ({dtype}, `{reduction}`; the read bound is the faster of numpy's and "
+        "torch's read of both inputs at the same thread count):",
+        "",
+        "| elements | threads | fused ms | speed-up over 1 thread | read bound ms "
+        "| fused / read bound |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    one = min(cfg["threads"])
+    for size in cfg["sizes"]:
+        for threads in cfg["threads"]:
+            fused = ms("fused", threads, size)
+            reads = [v for b in ("numpy-read", "torch-read") if (v := ms(b, threads, size))]
+            first = ms("fused", one, size)
+            read = min(reads) if reads else None
+            out.append(
+                f"| {fmt_size(size)} | {threads} | {_fmt_float(fused)} "
+                f"| {_fmt_x(first / fused) if first and fused else '-'} | {_fmt_float(read)} "
+                f"| {_fmt_x(fused / read) if fused and read else '-'} |"
+            )
+    return out
+
+
+def _fmt_float(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
+
+
 def markdown(result: dict[str, Any], command: str) -> str:
     """A README "Performance" section from one run: machine, command, the target point's
     table and the ratios."""
@@ -486,6 +525,7 @@ def markdown(result: dict[str, Any], command: str) -> str:
             f"| {fmt_size(size)} | {gbs} | {_fmt_x(r['export_over_fused']) or '-'} "
             f"| {_fmt_x(r['eager_over_fused']) or '-'} | {_fmt_x(r['fused_over_read']) or '-'} |"
         )
+    out += _scaling_markdown(result, at["dtype"], at["reduction"])
     if result.get("call_overhead"):
         o = result["call_overhead"]
         out += [
