@@ -334,10 +334,13 @@ def test_compare_section(tmp_path, capsys):
     out = tmp_path / "b.json"
     argv = ["bench", "--quick", "--no-memory", "--no-overhead", "--no-progress"]
     argv += ["--backends", "fused", "--dtypes", "float32", "--reductions", "batchmean"]
-    assert main([*argv, "--compare", "local", "--json", str(out)]) == 0
+    md = tmp_path / "perf.md"
+    assert main([*argv, "--compare", "local", "--json", str(out), "--markdown", str(md)]) == 0
     text = capsys.readouterr().out
-    assert "KL stage vs reading both output batches once" in text
+    assert "KL stage vs reading both output batches once (KL op: native KLDivRows)" in text
     section = json.loads(out.read_text())["compare"]
+    table = [line for line in md.read_text().splitlines() if line.startswith("| logits |")]
+    assert [line.split("|")[2].strip() for line in table] == ["10", "1000"]
     assert {r["classes"] for r in section["kl_stage"]} == {10, 1000}
     assert all(r["read_s"] > 0 and r["kl_s"] > 0 for r in section["kl_stage"])
     assert [e["engine"] for e in section["end_to_end"]] == ["local"]

@@ -13,7 +13,7 @@ from ..bench.config import BACKENDS, Config, quick_config
 from ..bench.measure import run_benchmark
 from ..bench.report import format_table, markdown, plot
 from ..comparison import ENGINES
-from ..comparison.bench import compare_bench, format_bench
+from ..comparison.bench import compare_bench, format_bench, markdown_bench
 from ..model_io import atomic_write, check_output_path, write_bytes
 from .common import UsageError
 
@@ -108,7 +108,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.plot:
         writes.append(("--plot", args.plot, lambda p: _write_plot(result, p), ""))
     if args.markdown:
-        text = markdown(result, command).encode("utf-8")
+        section = markdown(result, command)
+        if "compare" in result:
+            section += "\n" + markdown_bench(result["compare"])
+        text = section.encode("utf-8")
         writes.append(
             ("--markdown", args.markdown, lambda p: write_bytes(p, text, "--markdown"), "")
         )

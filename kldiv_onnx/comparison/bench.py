@@ -203,3 +203,37 @@ def format_bench(result: dict[str, Any]) -> str:
             f" base {r['base_s']:.2f} candidate {r['candidate_s']:.2f} KL {r['kl_s']:.2f} s)"
         )
     return "\n".join(lines)
+
+
+def markdown_bench(result: dict[str, Any]) -> str:
+    """The figures as a README subsection: the KL stage table and samples/s."""
+    stage = result["kl_stage"]
+    m = result["machine"]
+    lines = [
+        "",
+        f"`kldiv-onnx compare` (`--compare`): the KL stage ({m['kl_op']}, one run per batch of "
+        f"{stage[0]['batch_size']} rows, onnxruntime's default intra-op threads) against "
+        "reading both models' output batches once (numpy's float32 sum of each):",
+        "",
+        "| outputs | classes | read both µs | KL stage µs | KL / read |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in stage:
+        lines.append(
+            f"| {r['kind']} | {r['classes']} | {1e6 * r['read_s']:.1f} | {1e6 * r['kl_s']:.1f} "
+            f"| {r['ratio']:.2f}× |"
+        )
+    if result["end_to_end"]:
+        first = result["end_to_end"][0]
+        lines += [
+            "",
+            f"End to end, a classifier pair with {first['classes']:,} classes over "
+            f"{first['samples']:,} samples:",
+            "",
+        ]
+        for r in result["end_to_end"]:
+            lines.append(
+                f"- `{r['engine']}`: {r['samples_per_s']:,.0f} samples/s (wall {r['wall_s']:.2f} s;"
+                f" KL stage {r['kl_s']:.2f} s, models {r['base_s'] + r['candidate_s']:.2f} s)"
+            )
+    return "\n".join(lines) + "\n"
