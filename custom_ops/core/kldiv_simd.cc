@@ -304,33 +304,64 @@ HWY_INLINE VF LossFromLog(DF d, VF x, VF t, VF lg) {
   return hn::IfThenZeroElse(hn::Eq(t, hn::Zero(d)), hn::Mul(t, hn::Sub(lg, x)));
 }
 
-// The loss t * (log t - x) of N vectors, computed stage by stage across the N so that the
-// instruction stream interleaves N independent dependency chains: the scheduler holds too few
-// entries to find them across whole chains (the loop was latency bound).
+// Whether every lane of the N vectors of t is +-0 or a positive normal finite float: the lanes
+// that LogLossFast gets right. bits + 0x7F800000 maps the bits of [FLT_MIN, FLT_MAX]
+// (0x00800000 .. 0x7F7FFFFF) onto the signed integers below -2^24 and every other pattern
+// (zeros, subnormals, negatives, inf, NaN) above: one add and one compare per vector.
+template <int N>
+HWY_INLINE bool AllOrdinary(const VF* t) {
+  __m256 ok = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+  for (int k = 0; k < N; ++k) {
+    const __m256i w =
+        _mm256_add_epi32(_mm256_castps_si256(t[k].raw), _mm256_set1_epi32(0x7F800000));
+    const __m256 normal = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(-(1 << 24)), w));
+    const __m256 zero = _mm256_cmp_ps(t[k].raw, _mm256_setzero_ps(), _CMP_EQ_OQ);
+    ok = _mm256_and_ps(ok, _mm256_or_ps(normal, zero));
+  }
+  return _mm256_movemask_ps(ok) == 0xFF;
+}
+
 // log(1 + f) + e ln2 with log(1 + f) = f + f^2 Q(f), Q by Estrin's scheme (half the chain of
 // Horner's); the last fma takes e * ln2 whole, so the float ln2 costs only e * 1.9e-9 (at most
 // 0.05 ulp of the result) and f + f^2 Q rounds at the scale of log(1 + f).
+HWY_INLINE __m256 LogOfReduced(__m256 f, __m256 e) {
+  const __m256 f2 = _mm256_mul_ps(f, f);
+  const __m256 f4 = _mm256_mul_ps(f2, f2);
+  const auto c = [](int i) { return _mm256_set1_ps(kQ[i]); };
+  __m256 q03 = _mm256_fmadd_ps(_mm256_fmadd_ps(c(3), f, c(2)), f2, _mm256_fmadd_ps(c(1), f, c(0)));
+  const __m256 q47 =
+      _mm256_fmadd_ps(_mm256_fmadd_ps(c(7), f, c(6)), f2, _mm256_fmadd_ps(c(5), f, c(4)));
+  q03 = _mm256_fmadd_ps(_mm256_fmadd_ps(c(8), f4, q47), f4, q03);
+  return _mm256_fmadd_ps(e, _mm256_set1_ps(0.693147182464599609375f), _mm256_fmadd_ps(f2, q03, f));
+}
+
+// The loss of one vector whose t passed AllOrdinary: no fix-up but the zero mask (a zero t has
+// a finite log here, -127 ln2, masked to 0 whatever x is).
+HWY_INLINE __m256 LogLossFast(__m256 x, __m256 t) {
+  // bits - bits(sqrt(1/2)): the exponent field becomes e with the mantissa in [sqrt(1/2),
+  // sqrt(2)); subtracting e from the exponent of t leaves m.
+  const __m256i bits = _mm256_castps_si256(t);
+  const __m256i k = _mm256_srai_epi32(_mm256_sub_epi32(bits, _mm256_set1_epi32(0x3F3504F3)), 23);
+  const __m256 m = _mm256_castsi256_ps(_mm256_sub_epi32(bits, _mm256_slli_epi32(k, 23)));
+  const __m256 lg = LogOfReduced(_mm256_sub_ps(m, _mm256_set1_ps(1.0f)), _mm256_cvtepi32_ps(k));
+  const __m256 zero = _mm256_cmp_ps(t, _mm256_setzero_ps(), _CMP_EQ_OQ);
+  return _mm256_andnot_ps(zero, _mm256_mul_ps(t, _mm256_sub_ps(lg, x)));
+}
+
+// The loss t * (log t - x) of N vectors: one vector after the other (with AVX2's 16 registers,
+// interleaving the chains stage by stage spilled them to the stack; the out-of-order core
+// overlaps consecutive vectors by itself). A group with any lane LogLossFast does not handle
+// (subnormal, negative, inf or NaN t) takes the careful path, with its masks, instead.
 template <int N>
 HWY_INLINE void LogLosses(DF d, const VF* x, const VF* t, VF* out) {
-  VF f[N], e[N], f2[N], f4[N], q03[N], q47[N];
-  for (int k = 0; k < N; ++k) Reduce(d, t[k], &f[k], &e[k]);
-  for (int k = 0; k < N; ++k) f2[k] = hn::Mul(f[k], f[k]);
-  for (int k = 0; k < N; ++k) f4[k] = hn::Mul(f2[k], f2[k]);
-  for (int k = 0; k < N; ++k) {
-    q03[k] = hn::MulAdd(hn::MulAdd(hn::Set(d, kQ[3]), f[k], hn::Set(d, kQ[2])), f2[k],
-                        hn::MulAdd(hn::Set(d, kQ[1]), f[k], hn::Set(d, kQ[0])));
+  if (HWY_LIKELY(AllOrdinary<N>(t))) {
+    for (int k = 0; k < N; ++k) out[k] = VF{LogLossFast(x[k].raw, t[k].raw)};
+    return;
   }
   for (int k = 0; k < N; ++k) {
-    q47[k] = hn::MulAdd(hn::MulAdd(hn::Set(d, kQ[7]), f[k], hn::Set(d, kQ[6])), f2[k],
-                        hn::MulAdd(hn::Set(d, kQ[5]), f[k], hn::Set(d, kQ[4])));
-  }
-  for (int k = 0; k < N; ++k) {
-    q03[k] = hn::MulAdd(hn::MulAdd(hn::Set(d, kQ[8]), f4[k], q47[k]), f4[k], q03[k]);
-  }
-  for (int k = 0; k < N; ++k) {
-    const VF lg =
-        hn::MulAdd(e[k], hn::Set(d, 0.693147182464599609375f), hn::MulAdd(f2[k], q03[k], f[k]));
-    out[k] = LossFromLog(d, x[k], t[k], lg);
+    VF f, e;
+    Reduce(d, t[k], &f, &e);
+    out[k] = LossFromLog(d, x[k], t[k], VF{LogOfReduced(f.raw, e.raw)});
   }
 }
 

@@ -82,6 +82,21 @@ void TestSpecials(const std::string& target) {
   Check(std::isnan(one(1.0f, -kInf, true)), target + " log_target t = -inf gives NaN");
   Check(one(0.0f, 0.0f, true) == 0.0f && one(0.0f, 100.0f, true) == kInf,
         target + " log_target exp overflow");
+  // One special target among ordinary ones, at every position of a few vector groups: the
+  // loops check a group of vectors at once and send it down a careful path when any lane needs
+  // a fix-up (zeros stay on the fast one); x is inf or NaN where t is 0 or -0.
+  const float specials[] = {0.0f, -0.0f,           tiny,         1e-39f, -1.0f, kInf,
+                            kNaN, 1.17549435e-38f, 3.4028235e38f};
+  for (float special : specials) {
+    for (int64_t pos = 0; pos < 80; ++pos) {
+      std::vector<float> xs(80, -1.1f), ts(80, 0.37f);
+      ts[static_cast<size_t>(pos)] = special;
+      if (special == 0.0f) xs[static_cast<size_t>(pos)] = pos % 2 ? kNaN : -kInf;
+      if (special == kInf) xs[static_cast<size_t>(pos)] = pos % 2 ? 100.0f : kInf;
+      CheckCase(target, MakeTensor(DType::kFloat32, {80}, xs),
+                MakeTensor(DType::kFloat32, {80}, ts), false);
+    }
+  }
   // Subnormal targets (log over the whole float range) against libm, pointwise.
   std::vector<float> ts, xs;
   for (float v = tiny; v < 1e38f; v = std::max(v * 1.37f, std::nextafter(v, kInf))) {
