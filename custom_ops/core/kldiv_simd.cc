@@ -393,6 +393,29 @@ HWY_INLINE void Losses4(DF d, const VF* x, const VF* t, VF* out) {
   }
 }
 
+// Software prefetch 2 KiB ahead of the sum loop's reads, on AVX-512 (where the loop is fast
+// enough to outrun the hardware prefetchers once the inputs no longer fit L2: 2**18 float32
+// elements summed 0.39 -> 0.35 ns per element; no change in L2, and none for AVX2 or for the
+// pointwise loop, which also writes). Addresses are computed as integers: a prefetch past the
+// end of an input is harmless, a pointer past it is not.
+template <typename S, int kSX, int kST>
+HWY_INLINE void PrefetchAhead(const S* x, const S* t, int64_t i, int64_t count) {
+#if HWY_TARGET == HWY_AVX3
+  constexpr int64_t kAheadBytes = 2048;
+  for (int64_t k = 0; k < count * static_cast<int64_t>(sizeof(S)); k += 64) {
+    const auto at = [&](const S* p) {
+      return reinterpret_cast<const char*>(reinterpret_cast<uintptr_t>(p) +
+                                           static_cast<uintptr_t>(i) * sizeof(S) +
+                                           static_cast<uintptr_t>(k + kAheadBytes));
+    };
+    if (kSX) _mm_prefetch(at(x), _MM_HINT_T0);
+    if (kST) _mm_prefetch(at(t), _MM_HINT_T0);
+  }
+#else
+  (void)x, (void)t, (void)i, (void)count;
+#endif
+}
+
 // Copies the last r (< lanes) elements of a run into zero-padded buffers; a zero x and t give a
 // zero loss in both modes, so padded lanes add nothing to sums.
 template <DType kT, int kSX, int kST>
@@ -472,6 +495,7 @@ double SumRun(const void* xv, const void* tv, int64_t n) {
   };
   for (; i + 8 * lanes <= n; i += 8 * lanes) {
     VF xk[4], tk[4], l[8];
+    PrefetchAhead<S, kSX, kST>(x, t, i, 8 * lanes);
     load4(i, xk, tk);
     Losses4<kLogTarget>(d, xk, tk, l);
     load4(i + 4 * lanes, xk, tk);
