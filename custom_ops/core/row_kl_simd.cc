@@ -53,6 +53,8 @@ HWY_INLINE VF LoadTail(DF d, const float* p, int64_t count, float fill) {
   return hn::Load(d, buffer);
 }
 
+// The minima are needed for probabilities only (their sign).
+template <RowKind kKind>
 Scan ScanRow(const float* b, const float* c, int64_t n) {
   const DF d;
   const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
@@ -60,9 +62,11 @@ Scan ScanRow(const float* b, const float* c, int64_t n) {
   auto nan = hn::IsNaN(max_b);
   const auto take = [&](VF vb, VF vc) {
     max_b = hn::Max(max_b, vb);
-    min_b = hn::Min(min_b, vb);
     max_c = hn::Max(max_c, vc);
-    min_c = hn::Min(min_c, vc);
+    if constexpr (kKind == RowKind::kProbs) {
+      min_b = hn::Min(min_b, vb);
+      min_c = hn::Min(min_c, vc);
+    }
     nan = hn::Or(nan, hn::Or(hn::IsNaN(vb), hn::IsNaN(vc)));
   };
   int64_t i = 0;
@@ -91,14 +95,18 @@ int64_t FirstEqual(const float* row, int64_t n, float value) {
 
 // g(u) = expm1(u) - u without cancellation: the series u^2 (1/2! + u/3! + ... + u^7/9!) for
 // |u| < 1/2 (truncation below 2e-9 relative), Expm1 - u elsewhere (at most 2 bits lost).
-HWY_INLINE VF ExpM1MinusX(DF d, VF u) {
+// max_abs: the largest |u| seen, updated only where some |u| >= 1/2 (the conditioning check
+// needs |u| <= kMaxRatio, which holds below 1/2).
+HWY_INLINE VF ExpM1MinusX(DF d, VF u, VF* max_abs) {
   constexpr float kInvFactorial[] = {1.0f / 2,    1.0f / 6,     1.0f / 24,     1.0f / 120,
                                      1.0f / 720,  1.0f / 5040,  1.0f / 40320,  1.0f / 362880};
   VF p = hn::Set(d, kInvFactorial[7]);
   for (int k = 6; k >= 0; --k) p = hn::MulAdd(p, u, hn::Set(d, kInvFactorial[k]));
   const VF series = hn::Mul(hn::Mul(u, u), p);
-  const auto large = hn::Ge(hn::Abs(u), hn::Set(d, 0.5f));
+  const VF abs = hn::Abs(u);
+  const auto large = hn::Ge(abs, hn::Set(d, 0.5f));
   if (HWY_LIKELY(hn::AllFalse(d, large))) return series;
+  *max_abs = hn::Max(*max_abs, abs);
   return hn::IfThenElse(large, hn::Sub(hn::Expm1(d, u), u), series);
 }
 
@@ -195,9 +203,8 @@ Sums SumRow(const float* b, const float* c, int64_t n, float max_b, float max_c,
   const auto terms = [&](VF vb, VF vc, VF* w, VF* wu, VF* wg, VF* r) {
     VF u;
     Terms<kKind>(d, vb, vc, vmax_b, vmax_c, vinv, w, &u, r);
-    max_u = hn::Max(max_u, hn::Abs(u));  // NaN rows never come here
     *wu = hn::Mul(*w, u);
-    *wg = hn::Mul(*w, ExpM1MinusX(d, u));
+    *wg = hn::Mul(*w, ExpM1MinusX(d, u, &max_u));  // NaN rows never come here
   };
   int64_t i = 0;
   // Four vectors per step, summed in float (at most four positive or small terms per lane) and
@@ -298,9 +305,8 @@ void ShortRows(const RowProblem& p, int64_t first, int64_t count, double* kl, bo
     VF w, u, r;
     Terms<kKind>(d, hn::Load(d, block_b + j * lanes), hn::Load(d, block_c + j * lanes), max_b,
                  max_c, vinv, &w, &u, &r);
-    max_u = hn::Max(max_u, hn::Abs(u));  // NaN lanes are redone below
     const VF wu = hn::Mul(w, u);
-    const VF wg = hn::Mul(w, ExpM1MinusX(d, u));
+    const VF wg = hn::Mul(w, ExpM1MinusX(d, u, &max_u));  // NaN lanes are redone below
     a_lo = hn::Add(a_lo, hn::PromoteTo(dd, hn::LowerHalf(dh, w)));
     a_hi = hn::Add(a_hi, hn::PromoteTo(dd, hn::UpperHalf(dh, w)));
     c_lo = hn::Add(c_lo, hn::PromoteTo(dd, hn::LowerHalf(dh, wu)));
@@ -361,7 +367,7 @@ void Rows(const RowProblem& p, int64_t begin, int64_t end, double* kl, bool* agr
   for (int64_t r = begin; r < end; ++r) {
     const float* b = p.base + r * n;
     const float* c = p.candidate + r * n;
-    const Scan scan = ScanRow(b, c, n);
+    const Scan scan = ScanRow<kKind>(b, c, n);
     if (scan.nan) {
       kl[r] = std::numeric_limits<double>::quiet_NaN();
       agree[r] = RowArgMax(b, n) == RowArgMax(c, n);
