@@ -63,6 +63,7 @@ from .config import (
     SCHEMA,
     Config,
     quick_config,
+    shape_of,
 )
 from .kernel_log import (
     KERNEL_LOG_ISAS,
@@ -79,7 +80,6 @@ from .measure import (
     call_overhead,
     machine_info,
     run_benchmark,
-    shape_of,
     torch_export_model,
 )
 from .report import (

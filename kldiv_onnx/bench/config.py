@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._contract import REDUCTIONS
-from .kernel_log import KERNEL_LOG_ROUNDS
 
 SCHEMA = "kldiv-onnx-bench/1"
 BACKENDS = ("fused", "api", "composite", "torch-export", "torch-eager", "numpy-read", "torch-read")
@@ -24,6 +23,14 @@ OVERHEAD_TARGETS: dict[tuple[int, int], float] = {(2, 2): 1.0, (64, 1000): 0.5}
 """The most the API may take, as a fraction of torch eager's ``F.kl_div`` time, per shape."""
 CLASSES = 1024
 """Elements per row: a size of n elements is benchmarked as an (n // 1024, 1024) tensor."""
+
+KERNEL_LOG_ROUNDS = 200
+"""Rounds of the "kernel in cache vs torch.log" section (:mod:`.kernel_log`)."""
+
+
+def shape_of(size: int) -> tuple[int, int]:
+    """(rows, classes) of a size: rows of 1024 elements where it divides, else one row."""
+    return (size // CLASSES, CLASSES) if size % CLASSES == 0 else (1, size)
 
 
 @dataclass

@@ -32,8 +32,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 
 from .. import native
+from ..arrays import to_ortvalue
+from ..export import build_model
+from ..reference import sample
+from ..runtime import session_options
+from .config import KERNEL_LOG_ROUNDS, shape_of
 
 KERNEL_LOG_SIZES = (2**14, 2**16, 2**18)
 KERNEL_LOG_TARGET_SIZE = 2**18
@@ -42,7 +48,6 @@ KERNEL_LOG_TARGET = 1.0
 """The most the fused float32 call may take per element, over torch.log's, at 2**18."""
 KERNEL_LOG_ISAS = ("avx3", "avx2")
 KERNEL_LOG_REDUCTIONS = ("batchmean", "none")
-KERNEL_LOG_ROUNDS = 200
 KERNEL_LOG_BATCH_S = 0.5e-3
 """Each round times a batch of consecutive calls of about this long, per contestant."""
 _OVERHEAD_SIZE = 16
@@ -156,14 +161,6 @@ def _best_per_call(
 
 def _bound_session(reduction: str, size: int, library: str) -> Any:
     """A call running the fused node once over pre-bound inputs and output."""
-    import onnxruntime as ort
-
-    from ..arrays import to_ortvalue
-    from ..export import build_model
-    from ..reference import sample
-    from ..runtime import session_options
-    from .measure import shape_of
-
     so = session_options(1, library)
     so.log_severity_level = 3
     model = build_model(reduction, False, "float32", ["batch", "classes"]).SerializeToString()
@@ -188,9 +185,6 @@ def _bound_session(reduction: str, size: int, library: str) -> Any:
 def _worker(rounds: int, sizes: tuple[int, ...]) -> dict[str, Any]:
     """In the subprocess: every size's contestants, side by side, for the target this process
     runs (``$KLDIV_ONNX_ISA``)."""
-    from ..reference import sample
-    from .measure import shape_of
-
     library = native.library_path()
     row: dict[str, Any] = {
         "isa": os.environ.get(native.ISA_ENV_VAR, ""),

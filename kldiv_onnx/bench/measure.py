@@ -33,7 +33,7 @@ from ..arrays import to_ortvalue, to_torch
 from ..export import build_model
 from ..reference import sample
 from ..runtime import session_options
-from .config import CLASSES, OVERHEAD_SHAPES, OVERHEAD_TARGETS, SCHEMA, Config
+from .config import CLASSES, OVERHEAD_SHAPES, OVERHEAD_TARGETS, SCHEMA, Config, shape_of
 from .kernel_log import kernel_vs_log
 from .report import fmt_size, summarize
 
@@ -369,11 +369,6 @@ class _Progress:
             self.bar.close()
         elif self.enabled and sys.stderr.isatty():
             print(file=sys.stderr)
-
-
-def shape_of(size: int) -> tuple[int, int]:
-    """(rows, classes) of a size: rows of 1024 elements where it divides, else one row."""
-    return (size // CLASSES, CLASSES) if size % CLASSES == 0 else (1, size)
 
 
 def _inputs(size: int, dtypes: Sequence[str], seed: int) -> dict[str, tuple[np.ndarray, ...]]:
