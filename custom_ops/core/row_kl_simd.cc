@@ -207,12 +207,12 @@ Sums SumRow(const float* b, const float* c, int64_t n, float max_b, float max_c,
     *wg = hn::Mul(*w, ExpM1MinusX(d, u, &max_u));  // NaN rows never come here
   };
   int64_t i = 0;
-  // Four vectors per step, summed in float (at most four positive or small terms per lane) and
-  // promoted once: the sums' error stays far below the KL's (row_kl.h).
-  for (; i + 4 * lanes <= n; i += 4 * lanes) {
+  // Eight vectors per step, summed in float (at most eight positive or small terms per lane)
+  // and promoted once: the sums' error stays far below the KL's (row_kl.h).
+  for (; i + 8 * lanes <= n; i += 8 * lanes) {
     VF w, wu, wg, r;
     terms(hn::LoadU(d, b + i), hn::LoadU(d, c + i), &w, &wu, &wg, &r);
-    for (int k = 1; k < 4; ++k) {
+    for (int k = 1; k < 8; ++k) {
       VF w1, wu1, wg1, r1;
       terms(hn::LoadU(d, b + i + k * lanes), hn::LoadU(d, c + i + k * lanes), &w1, &wu1, &wg1,
             &r1);
