@@ -41,8 +41,9 @@ and a call shows no growth. Where the kernel cannot do this, the field is ``None
 Kernel in cache vs ``torch.log`` (``kernel_log`` in the JSON, skipped with ``Config.kernel_log``
 off): the fused float32 op (``batchmean`` and ``none``) against ``torch.log(t, out=o)``, one
 thread, at 2**14, 2**16 and 2**18 elements, per SIMD target the CPU supports (one subprocess
-each, ``$KLDIV_ONNX_ISA``), best of alternating rounds; at 2**18 fused / torch.log is checked
-against :data:`~.kernel_log.KERNEL_LOG_TARGET` (1.0: the whole loss for the price of one log).
+each, ``$KLDIV_ONNX_ISA``), best of alternating rounds; at 2**18 fused / torch.log of AVX-512
+``batchmean`` is checked against :data:`~.kernel_log.KERNEL_LOG_TARGET` (1.0: the whole loss
+for the price of one log); ``none`` and AVX2 are reported.
 See :mod:`.kernel_log`.
 
 Layout: :mod:`.config` (what to measure), :mod:`.measure` (machine, memory probe, backends,

@@ -10,7 +10,7 @@ from typing import Any
 
 from .. import native
 from .config import BACKENDS, CLASSES, OVERHEAD_SHAPES, OVERHEAD_TARGETS
-from .kernel_log import KERNEL_LOG_ISAS, KERNEL_LOG_REDUCTIONS
+from .kernel_log import KERNEL_LOG_REDUCTIONS
 
 TARGET = {"size": 2**24, "dtype": "float32", "reduction": "batchmean"}
 """The point at which the kernel's speed targets are stated (with the most threads measured)."""
@@ -112,6 +112,12 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+KERNEL_LOG_JUDGED = ("avx3", "batchmean")
+"""The (SIMD target, reduction) the kernel-in-cache target is judged on: the whole loss for the
+price of one log, with AVX-512. ``none`` (which also writes an output) and the AVX2 path are
+measured and reported beside it."""
+
+
 def _kernel_log_key(isa: str, reduction: str) -> str:
     return f"fused_vs_torch_log_{isa}_{reduction}"
 
@@ -122,7 +128,7 @@ def _kernel_log_at(row: dict[str, Any], size: int) -> dict[str, Any] | None:
 
 
 def _kernel_log_checks(section: dict[str, Any] | None) -> dict[str, Any]:
-    """fused / torch.log per element at the target size, per SIMD target and reduction (a
+    """fused / torch.log per element at the target size for :data:`KERNEL_LOG_JUDGED` (a
     target that is not supported, or a run without torch, gives ``met: None``)."""
     if not section:
         return {}
@@ -130,6 +136,8 @@ def _kernel_log_checks(section: dict[str, Any] | None) -> dict[str, Any]:
     for row in section["rows"]:
         at = _kernel_log_at(row, section["target_size"]) if row["status"] == "ok" else None
         for reduction in KERNEL_LOG_REDUCTIONS:
+            if (row["isa"], reduction) != KERNEL_LOG_JUDGED:
+                continue
             value = at["over_log"][reduction] if at else None
             checks[_kernel_log_key(row["isa"], reduction)] = _check(value, section["target"], "<=")
     return checks
@@ -326,6 +334,8 @@ def _kernel_log_rows(section: dict[str, Any]) -> list[list[str]]:
                 ratio = at["over_log"][reduction]
                 if not judged:
                     verdicts.append("")
+                elif (row["isa"], reduction) != KERNEL_LOG_JUDGED:
+                    verdicts.append("reported")
                 elif ratio is None:
                     verdicts.append("not measured")
                 else:
@@ -360,7 +370,8 @@ def format_kernel_log(result: dict[str, Any]) -> str:
     lines = [
         f"kernel in cache vs torch.log: {k['dtype']}, {k['threads']} thread, ns/element, best "
         f"of {k['rounds']} alternating rounds; fused = pre-bound onnxruntime session; target at "
-        f"{fmt_size(k['target_size'])}: fused / torch.log <= {k['target']:g}x"
+        f"{fmt_size(k['target_size'])}: fused avx3 batchmean / torch.log <= {k['target']:g}x "
+        "(none and avx2 reported)"
     ]
     widths = [5, 6, 13, 8, 13, 14, 9, 14]
     lines.append("  ".join(h.rjust(w) for h, w in zip(_KERNEL_LOG_HEAD, widths, strict=False)))
@@ -388,11 +399,7 @@ _TARGET_LABELS = {
         _overhead_key(shape): f"API / torch eager {shape}, 1 thread (time)"
         for shape in OVERHEAD_SHAPES
     },
-    **{
-        _kernel_log_key(isa, r): f"fused {isa} {r} / torch.log (2**18)"
-        for isa in KERNEL_LOG_ISAS
-        for r in KERNEL_LOG_REDUCTIONS
-    },
+    _kernel_log_key(*KERNEL_LOG_JUDGED): "fused avx3 batchmean / torch.log (2**18)",
 }
 
 
@@ -547,7 +554,8 @@ def markdown(result: dict[str, Any], command: str) -> str:
             f"onnxruntime session (inputs and output bound) against `torch.log(t, out=o)`, "
             f"{k['threads']} thread, ns/element, best of {k['rounds']} rounds measured side by "
             f"side; one subprocess per SIMD target (`${native.ISA_ENV_VAR}`); target at "
-            f"{fmt_size(k['target_size'])}: fused / torch.log <= {k['target']:g}x:",
+            f"{fmt_size(k['target_size'])}: fused avx3 `batchmean` / torch.log <= "
+            f"{k['target']:g}x (`none` and avx2 reported):",
             "",
             "| " + " | ".join(_KERNEL_LOG_HEAD) + " |",
             "|---|---|" + "---:|" * 5 + "---|",
