@@ -211,6 +211,7 @@ def _bad_cases(case, tmp):
     npz = case["sources"]["npz"]
     renamed = classifier(w2, b, input_name="pixels")
     wider = classifier(np.concatenate([w2, w2[:, :1]], axis=1), np.concatenate([b, b[:1]]))
+    no_classes = classifier(w2[:, :0], b[:0])  # a (batch, 0) output
     np.savez(tmp / "misnamed.npz", pixels=case["x"])
     np.savez(tmp / "empty.npz", x=np.zeros((0, 8), np.float32))
     np.savez(tmp / "narrow.npz", x=case["x"][:, :6])
@@ -294,6 +295,7 @@ def _bad_cases(case, tmp):
             {"base_provider": "tpu"},
             "unknown provider 'tpu'",
         ),
+        "no classes": ((no_classes, no_classes, npz), {}, r"class axis \(the last\) is empty"),
     }
 
 
@@ -318,6 +320,7 @@ BAD = [
     "engine",
     "limit",
     "provider",
+    "no classes",
 ]
 
 

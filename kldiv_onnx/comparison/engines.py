@@ -125,6 +125,11 @@ class BatchRunner:
                 "a class axis (the last)"
             )
         classes = base.shape[-1]
+        if classes == 0:
+            raise ValueError(
+                f"output {job.outputs[0]!r} has shape {base.shape}: its class axis (the last) is "
+                "empty"
+            )
         per_row = int(np.prod(base.shape[1:-1], dtype=np.int64))
         base = base.reshape(-1, classes).astype(np.float32, copy=False)
         candidate = candidate.reshape(-1, classes).astype(np.float32, copy=False)
