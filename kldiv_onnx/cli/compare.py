@@ -16,9 +16,9 @@ from .common import UsageError, positive_int
 DESCRIPTION = (
     "Measure how far a candidate model's output distribution drifts from a base model's over a "
     "data set: per sample KL(P_base || P_candidate) over the last (class) axis, computed with "
-    "the KLDivLoss op, and top-1 agreement; reports the mean with its standard error, median, "
-    "p90, p99, p99.9, max and the worst samples. Set RAY_ADDRESS to run --engine ray on an "
-    "existing Ray cluster."
+    "the library's KLDivRows op (float32 math, float64 sums), and top-1 agreement; reports the "
+    "mean with its standard error, median, p90, p99, p99.9, max and the worst samples. Set "
+    "RAY_ADDRESS to run --engine ray on an existing Ray cluster."
 )
 
 
@@ -56,7 +56,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--kind",
         choices=KINDS,
         default="logits",
-        help="what the output holds along its last axis (default: logits)",
+        help="what the output holds along its last axis (default: logits); each row becomes a "
+        "distribution: softmax(z / T), softmax(z) or z / sum(z)",
     )
     p.add_argument(
         "--temperature",
