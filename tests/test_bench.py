@@ -15,6 +15,7 @@ import pytest
 
 from kldiv_onnx import api, bench, native
 from kldiv_onnx._contract import DTYPES
+from kldiv_onnx.bench.report import fmt_size
 from kldiv_onnx.cli import bench as bench_cli
 from kldiv_onnx.cli import main
 
@@ -155,6 +156,25 @@ def test_quick_markdown(quick):
     assert result["command"] in text
     assert "| fused |" in text and "| numpy-read |" in text and "| api |" in text
     assert "Call overhead:" in text and "| (2, 2) |" in text and "| (64, 1000) |" in text
+    # the thread-scaling table: every size at every thread count, ratios from the same medians
+    rows = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith("| 2**")]
+    scaling = [[c.strip() for c in r] for r in rows if len(r) == 6]
+    cfg = result["config"]
+    assert [(r[0], int(r[1])) for r in scaling] == [
+        (fmt_size(size), threads) for size in cfg["sizes"] for threads in cfg["threads"]
+    ]
+    median = {
+        (p["backend"], p["threads"], p["size"]): p["median_s"]
+        for p in result["points"]
+        if p["status"] == "ok" and p["dtype"] == "float32" and p["reduction"] == "batchmean"
+    }
+    for (size, threads), r in zip(
+        [(s, t) for s in cfg["sizes"] for t in cfg["threads"]], scaling, strict=True
+    ):
+        read = min(median[(b, threads, size)] for b in ("numpy-read", "torch-read"))
+        assert float(r[5].rstrip("x")) == pytest.approx(
+            median[("fused", threads, size)] / read, rel=5e-3
+        )
 
 
 def test_unavailable_backends_are_skipped(monkeypatch, capsys, request):
