@@ -6,6 +6,8 @@
 
 #include <cstdint>
 
+#include "row_kl.h"
+
 namespace kldiv {
 namespace detail {
 
@@ -16,16 +18,24 @@ using PointwiseFn = void (*)(const void* x, int64_t sx, const void* t, int64_t s
 // Sum of the run's losses, accumulated in double.
 using SumFn = double (*)(const void* x, int64_t sx, const void* t, int64_t st, int64_t n);
 
+// compare's per-row KL for rows [begin, end) (row_kl.h).
+using RowKLFn = void (*)(const RowProblem& problem, int64_t begin, int64_t end, double* kl,
+                         bool* agree);
+
 struct Kernels {
   const char* name;
   PointwiseFn pointwise[3][2];  // [DType][log_target]
   SumFn sum[3][2];
+  RowKLFn row_kl;  // nullptr: every row on the float64 path (RowKLDouble)
 };
 
 // nullptr where the ISA was not compiled in (non-x86 builds).
 const Kernels* Avx3Kernels();
 const Kernels* Avx2Kernels();
 const Kernels* ScalarKernels();
+// The per-row KL loops of row_kl_simd.cc (what the AVX-512 and AVX2 tables hold).
+RowKLFn RowKLAvx3();
+RowKLFn RowKLAvx2();
 
 // The loops of the active target (dispatch.cc).
 const Kernels* ActiveKernels();

@@ -13,19 +13,9 @@
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kldiv_simd.cc"
-// AVX-512 (F/VL/DQ/BW), AVX2 (+BMI2/FMA/F16C) and the static baseline, for which we compile
-// nothing (the portable loops in scalar_kernels.cc serve it). Highway's SSE4 target emulates
-// float16 conversion without rounding or inf/NaN, so it is not used.
-#ifndef HWY_DISABLE_PCLMUL_AES
-#define HWY_DISABLE_PCLMUL_AES  // not used; keeps the dispatch check to the features we need
-#endif
-#if !defined(HWY_TARGETS) && (defined(__x86_64__) || defined(_M_X64))
-#define HWY_TARGETS (HWY_AVX3 | HWY_AVX2 | HWY_STATIC_TARGET)
-#elif !defined(HWY_TARGETS)
-#define HWY_TARGETS HWY_STATIC_TARGET
-#endif
-// foreach_target.h must come first: not sorted.
+// foreach_target.h must come first (after the targets): not sorted.
 // clang-format off
+#include "simd_targets.h"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
 #include "hwy/contrib/math/math-inl.h"
@@ -552,8 +542,10 @@ double Sum(const void* x, int64_t sx, const void* t, int64_t st, int64_t n) {
 
 #if HWY_TARGET == HWY_AVX3
 constexpr const char* kTargetName = "avx3";
+constexpr auto kRowKL = detail::RowKLAvx3;  // row_kl_simd.cc
 #else
 constexpr const char* kTargetName = "avx2";
+constexpr auto kRowKL = detail::RowKLAvx2;
 #endif
 
 const detail::Kernels* Table() {
@@ -565,6 +557,7 @@ const detail::Kernels* Table() {
       {{Sum<DType::kFloat32, false>, Sum<DType::kFloat32, true>},
        {Sum<DType::kFloat16, false>, Sum<DType::kFloat16, true>},
        {Sum<DType::kBFloat16, false>, Sum<DType::kBFloat16, true>}},
+      kRowKL(),
   };
   return &table;
 }
@@ -579,12 +572,12 @@ HWY_AFTER_NAMESPACE();
 namespace kldiv {
 namespace detail {
 
-#if (HWY_TARGETS & HWY_AVX3) && (defined(__x86_64__) || defined(_M_X64))
+#if (HWY_TARGETS & HWY_AVX3) && KLDIV_SIMD_X86
 const Kernels* Avx3Kernels() { return N_AVX3::Table(); }
 #else
 const Kernels* Avx3Kernels() { return nullptr; }
 #endif
-#if (HWY_TARGETS & HWY_AVX2) && (defined(__x86_64__) || defined(_M_X64))
+#if (HWY_TARGETS & HWY_AVX2) && KLDIV_SIMD_X86
 const Kernels* Avx2Kernels() { return N_AVX2::Table(); }
 #else
 const Kernels* Avx2Kernels() { return nullptr; }

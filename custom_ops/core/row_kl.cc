@@ -1,12 +1,13 @@
-// row_kl.cc: the per-row KL driver (target choice, row chunks on the thread pool) and the
-// float64 path (the scalar target, and the SIMD path's ill-conditioned rows).
+// row_kl.cc: the per-row KL driver (the active target's loops, row chunks on the thread pool)
+// and the float64 path (the scalar target, and the SIMD path's ill-conditioned rows).
 #include "row_kl.h"
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <limits>
 #include <vector>
+
+#include "kldiv_kernels.h"
 
 namespace kldiv {
 namespace {
@@ -14,9 +15,8 @@ namespace {
 constexpr struct {
   const char* name;
   RowKind kind;
-} kKinds[] = {{"logits", RowKind::kLogits},
-              {"log-probs", RowKind::kLogProbs},
-              {"probs", RowKind::kProbs}};
+} kKinds[] = {
+    {"logits", RowKind::kLogits}, {"log-probs", RowKind::kLogProbs}, {"probs", RowKind::kProbs}};
 
 // Elements per task: enough work to pay for a hand-off to the pool.
 constexpr int64_t kTaskElements = 1 << 15;
@@ -164,11 +164,8 @@ double KLFromSums(double a, double c, double g, double r) {
 void ComputeRowKL(const RowProblem& problem, double* kl, bool* agree,
                   const ParallelFor& parallel_for) {
   if (problem.rows <= 0) return;
-  const char* target = ActiveTarget();
-  detail::RowKLFn simd = nullptr;
-  if (std::strcmp(target, "avx3") == 0) simd = detail::RowKLAvx3();
-  if (std::strcmp(target, "avx2") == 0) simd = detail::RowKLAvx2();
-  Task task{&problem, simd, std::max<int64_t>(1, kTaskElements / problem.classes), kl, agree};
+  Task task{&problem, detail::ActiveKernels()->row_kl,
+            std::max<int64_t>(1, kTaskElements / problem.classes), kl, agree};
   const int64_t tasks = (problem.rows + task.rows_per_task - 1) / task.rows_per_task;
   if (tasks == 1) {
     RunTask(&task, 0);

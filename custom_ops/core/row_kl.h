@@ -12,15 +12,16 @@
 // Accuracy. The textbook float32 form, exp(lp) * (lp - lq) summed in double, cannot resolve a KL
 // below about 1e-7: the float32 log-softmax rounds each term by ~1e-7 * |lp| and those errors do
 // not cancel (measured: median relative error 20x at KL ~ 4e-9). The SIMD path therefore sums,
-// in double, w_j = exp((b_j - max b) / T), w_j u_j and w_j g(u_j), with u_j = ((c_j - b_j) - (max c - max b)) / T (the
-// per-class log-ratio before normalisation, shifted by the ratio of the maxima) and
-// g(u) = expm1(u) - u (a series for |u| < 1/2), and returns (G + R) / A + (log1p(x) - x),
-// x = (C + G + R) / A, with R the candidate's mass where P is 0: the exact identity
+// in double, w_j = exp((b_j - max b) / T), w_j u_j and w_j g(u_j), with
+// u_j = ((c_j - b_j) - (max c - max b)) / T (the per-class log-ratio before normalisation,
+// shifted by the ratio of the maxima) and g(u) = expm1(u) - u (a series for |u| < 1/2), and
+// returns (G + R) / A + (log1p(x) - x), x = (C + G + R) / A, with R the candidate's mass where P
+// is 0: the exact identity
 //   KL = -E_P[u] + log(E_P[e^u] + R / A)
-// written so that nothing cancels (for |x| > 1/2 nothing can: log1p(x) - C / A). float32 math per element, double sums; relative error about
-// 1e-7 at any KL size. Rows where the identity is ill-conditioned (|u| > 80 with P_j > 0, an
-// infinite max, E_P[e^u] < 1e-6) and every row of the scalar target take the float64 path,
-// RowKLDouble.
+// written so that nothing cancels (for |x| > 1/2 nothing can: log1p(x) - C / A). float32 math per
+// element, double sums; relative error about 1e-7 at any KL size. Rows where the identity is
+// ill-conditioned (|u| > 80 with P_j > 0, an infinite max, E_P[e^u] < 1e-6) and every row of the
+// scalar target take the float64 path, RowKLDouble.
 #ifndef KLDIV_CORE_ROW_KL_H_
 #define KLDIV_CORE_ROW_KL_H_
 
@@ -65,15 +66,6 @@ double RowKLDouble(const float* base, const float* candidate, int64_t classes, R
 
 // numpy's argmax of one row: the first maximum, or the first NaN.
 int64_t RowArgMax(const float* row, int64_t classes);
-
-namespace detail {
-// The SIMD loops of one target for rows [begin, end) (row_kl_simd.cc); nullptr where the ISA
-// was not compiled in.
-using RowKLFn = void (*)(const RowProblem& problem, int64_t begin, int64_t end, double* kl,
-                         bool* agree);
-RowKLFn RowKLAvx3();
-RowKLFn RowKLAvx2();
-}  // namespace detail
 
 }  // namespace kldiv
 

@@ -1,29 +1,23 @@
 // row_kl_simd.cc: the per-row KL loops (row_kl.h), compiled for AVX-512 and AVX2 with Highway's
-// foreach_target like kldiv_simd.cc; row_kl.cc picks the loops of the active target. Per row:
-// one pass for the max (and NaN, inf and sign checks), a short scan for each argmax, and one
-// pass that sums the weights, w u and w g(u) (row_kl.h) in double.
+// foreach_target like kldiv_simd.cc (simd_targets.h); each target's table (kldiv_kernels.h)
+// holds its loops. Per row: one pass for the max (and NaN, inf and sign checks), a short scan for
+// each argmax, and one pass that sums the weights, w u and w g(u) (row_kl.h) in double.
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "row_kl_simd.cc"
-#ifndef HWY_DISABLE_PCLMUL_AES
-#define HWY_DISABLE_PCLMUL_AES
-#endif
-#if !defined(HWY_TARGETS) && (defined(__x86_64__) || defined(_M_X64))
-#define HWY_TARGETS (HWY_AVX3 | HWY_AVX2 | HWY_STATIC_TARGET)
-#elif !defined(HWY_TARGETS)
-#define HWY_TARGETS HWY_STATIC_TARGET
-#endif
 // clang-format off
+#include "simd_targets.h"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
 #include "hwy/contrib/math/math-inl.h"
 // clang-format on
 
-#include <cmath>
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <limits>
 
+#include "kldiv_kernels.h"
 #include "row_kl.h"
 
 HWY_BEFORE_NAMESPACE();
@@ -98,8 +92,8 @@ int64_t FirstEqual(const float* row, int64_t n, float value) {
 // max_abs: the largest |u| seen, updated only where some |u| >= 1/2 (the conditioning check
 // needs |u| <= kMaxRatio, which holds below 1/2).
 HWY_INLINE VF ExpM1MinusX(DF d, VF u, VF* max_abs) {
-  constexpr float kInvFactorial[] = {1.0f / 2,    1.0f / 6,     1.0f / 24,     1.0f / 120,
-                                     1.0f / 720,  1.0f / 5040,  1.0f / 40320,  1.0f / 362880};
+  constexpr float kInvFactorial[] = {1.0f / 2,   1.0f / 6,    1.0f / 24,    1.0f / 120,
+                                     1.0f / 720, 1.0f / 5040, 1.0f / 40320, 1.0f / 362880};
   VF p = hn::Set(d, kInvFactorial[7]);
   for (int k = 6; k >= 0; --k) p = hn::MulAdd(p, u, hn::Set(d, kInvFactorial[k]));
   const VF series = hn::Mul(hn::Mul(u, u), p);
@@ -119,9 +113,9 @@ HWY_INLINE VF ExpNonPositive(DF d, VF x) {
   const VF clamped = hn::Max(x, hn::Set(d, -87.0f));
   const VF n = hn::Round(hn::Mul(clamped, hn::Set(d, 1.44269504088896341f)));
   VF r = hn::MulAdd(n, hn::Set(d, -0.693145751953125f), clamped);  // ln2's head: n * it is exact
-  r = hn::MulAdd(n, hn::Set(d, -1.428606765330187045e-06f), r);  // and its tail
-  constexpr float kInvFactorial[] = {1.0f,       1.0f,        1.0f / 2,    1.0f / 6,
-                                     1.0f / 24,  1.0f / 120,  1.0f / 720,  1.0f / 5040};
+  r = hn::MulAdd(n, hn::Set(d, -1.428606765330187045e-06f), r);    // and its tail
+  constexpr float kInvFactorial[] = {1.0f,      1.0f,       1.0f / 2,   1.0f / 6,
+                                     1.0f / 24, 1.0f / 120, 1.0f / 720, 1.0f / 5040};
   VF p = hn::Set(d, kInvFactorial[7]);
   for (int k = 6; k >= 0; --k) p = hn::MulAdd(p, r, hn::Set(d, kInvFactorial[k]));
   const auto scale = hn::ShiftLeft<23>(hn::Add(hn::ConvertTo(di, n), hn::Set(di, 127)));
@@ -152,9 +146,9 @@ HWY_INLINE void Terms(DF d, VF vb, VF vc, VF max_b, VF max_c, VF inv_t, VF* w, V
       const auto log_ratio = [&](auto half_c, auto half_b) {
         const auto q = hn::Div(hn::PromoteTo(dd, half_c), hn::PromoteTo(dd, half_b));
         const auto normal = hn::And(hn::Ge(q, hn::Set(dd, 1e-30)), hn::Le(q, hn::Set(dd, 1e30)));
-        return hn::DemoteTo(dh, hn::IfThenElse(normal, hn::Log(dd, hn::IfThenElse(normal, q,
-                                                                                 hn::Set(dd, 1.0))),
-                                               hn::Set(dd, HUGE_VAL)));
+        return hn::DemoteTo(
+            dh, hn::IfThenElse(normal, hn::Log(dd, hn::IfThenElse(normal, q, hn::Set(dd, 1.0))),
+                               hn::Set(dd, HUGE_VAL)));
       };
       const VF log_q = hn::Combine(d, log_ratio(hn::UpperHalf(dh, vc), hn::UpperHalf(dh, vb)),
                                    log_ratio(hn::LowerHalf(dh, vc), hn::LowerHalf(dh, vb)));
@@ -178,66 +172,78 @@ HWY_INLINE void Terms(DF d, VF vb, VF vc, VF max_b, VF max_c, VF inv_t, VF* w, V
   }
 }
 
+// One vector of classes' contributions to the four sums of row_kl.h, in float.
+struct Contributions {
+  VF w, wu, wg, r;  // w, w u, w g(u), r
+};
+
+HWY_INLINE Contributions Add(const Contributions& x, const Contributions& y) {
+  return {hn::Add(x.w, y.w), hn::Add(x.wu, y.wu), hn::Add(x.wg, y.wg), hn::Add(x.r, y.r)};
+}
+
+// The contributions of one vector of classes; max_u tracks |u| for the conditioning check.
+template <RowKind kKind>
+HWY_INLINE Contributions Contribute(DF d, VF vb, VF vc, VF max_b, VF max_c, VF inv_t, VF* max_u) {
+  VF w, u, r;
+  Terms<kKind>(d, vb, vc, max_b, max_c, inv_t, &w, &u, &r);
+  return {w, hn::Mul(w, u), hn::Mul(w, ExpM1MinusX(d, u, max_u)), r};  // no NaN comes here
+}
+
+// The four sums in double, lane by lane (each in a lower and an upper half of the lanes).
+struct DoubleSums {
+  using DD = hn::Repartition<double, DF>;
+  hn::Vec<DD> lo[4], hi[4];
+
+  HWY_INLINE DoubleSums() {
+    for (int k = 0; k < 4; ++k) lo[k] = hi[k] = hn::Zero(DD());
+  }
+
+  HWY_INLINE void Add(const Contributions& t) {
+    const VF parts[4] = {t.w, t.wu, t.wg, t.r};
+    const DD dd;
+    const hn::Half<DF> dh;
+    for (int k = 0; k < 4; ++k) {
+      lo[k] = hn::Add(lo[k], hn::PromoteTo(dd, hn::LowerHalf(dh, parts[k])));
+      hi[k] = hn::Add(hi[k], hn::PromoteTo(dd, hn::UpperHalf(dh, parts[k])));
+    }
+  }
+};
+
 template <RowKind kKind>
 Sums SumRow(const float* b, const float* c, int64_t n, float max_b, float max_c, float inv_t) {
   const DF d;
-  const hn::Half<DF> dh;
-  const hn::Repartition<double, DF> dd;
   const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
   const VF vmax_b = hn::Set(d, max_b), vmax_c = hn::Set(d, max_c), vinv = hn::Set(d, inv_t);
-  auto a_lo = hn::Zero(dd), a_hi = a_lo, c_lo = a_lo, c_hi = a_lo, g_lo = a_lo, g_hi = a_lo;
-  auto r_lo = a_lo, r_hi = a_lo;
+  DoubleSums sums;
   VF max_u = hn::Zero(d);
-  // Adds float partial sums to the double accumulators.
-  const auto promote = [&](VF w, VF wu, VF wg, VF r) {
-    a_lo = hn::Add(a_lo, hn::PromoteTo(dd, hn::LowerHalf(dh, w)));
-    a_hi = hn::Add(a_hi, hn::PromoteTo(dd, hn::UpperHalf(dh, w)));
-    c_lo = hn::Add(c_lo, hn::PromoteTo(dd, hn::LowerHalf(dh, wu)));
-    c_hi = hn::Add(c_hi, hn::PromoteTo(dd, hn::UpperHalf(dh, wu)));
-    g_lo = hn::Add(g_lo, hn::PromoteTo(dd, hn::LowerHalf(dh, wg)));
-    g_hi = hn::Add(g_hi, hn::PromoteTo(dd, hn::UpperHalf(dh, wg)));
-    r_lo = hn::Add(r_lo, hn::PromoteTo(dd, hn::LowerHalf(dh, r)));
-    r_hi = hn::Add(r_hi, hn::PromoteTo(dd, hn::UpperHalf(dh, r)));
-  };
-  // One vector's terms: w, w u, w g(u), r; max_u tracks |u| for the conditioning check.
-  const auto terms = [&](VF vb, VF vc, VF* w, VF* wu, VF* wg, VF* r) {
-    VF u;
-    Terms<kKind>(d, vb, vc, vmax_b, vmax_c, vinv, w, &u, r);
-    *wu = hn::Mul(*w, u);
-    *wg = hn::Mul(*w, ExpM1MinusX(d, u, &max_u));  // NaN rows never come here
+  const auto contribute = [&](VF vb, VF vc) {
+    return Contribute<kKind>(d, vb, vc, vmax_b, vmax_c, vinv, &max_u);
   };
   int64_t i = 0;
   // Eight vectors per step, summed in float (at most eight positive or small terms per lane)
   // and promoted once: the sums' error stays far below the KL's (row_kl.h).
   for (; i + 8 * lanes <= n; i += 8 * lanes) {
-    VF w, wu, wg, r;
-    terms(hn::LoadU(d, b + i), hn::LoadU(d, c + i), &w, &wu, &wg, &r);
+    Contributions t = contribute(hn::LoadU(d, b + i), hn::LoadU(d, c + i));
     for (int k = 1; k < 8; ++k) {
-      VF w1, wu1, wg1, r1;
-      terms(hn::LoadU(d, b + i + k * lanes), hn::LoadU(d, c + i + k * lanes), &w1, &wu1, &wg1,
-            &r1);
-      w = hn::Add(w, w1);
-      wu = hn::Add(wu, wu1);
-      wg = hn::Add(wg, wg1);
-      r = hn::Add(r, r1);
+      t = Add(t, contribute(hn::LoadU(d, b + i + k * lanes), hn::LoadU(d, c + i + k * lanes)));
     }
-    promote(w, wu, wg, r);
+    sums.Add(t);
   }
-  VF w, wu, wg, r;
-  for (; i + lanes <= n; i += lanes) {
-    terms(hn::LoadU(d, b + i), hn::LoadU(d, c + i), &w, &wu, &wg, &r);
-    promote(w, wu, wg, r);
-  }
+  for (; i + lanes <= n; i += lanes) sums.Add(contribute(hn::LoadU(d, b + i), hn::LoadU(d, c + i)));
   if (i < n) {  // padding of weight and mass 0: -inf logits, 0 probabilities
     const float fill = kKind == RowKind::kProbs ? 0.0f : -std::numeric_limits<float>::infinity();
-    terms(LoadTail(d, b + i, n - i, fill), LoadTail(d, c + i, n - i, fill), &w, &wu, &wg, &r);
-    promote(w, wu, wg, r);
+    sums.Add(contribute(LoadTail(d, b + i, n - i, fill), LoadTail(d, c + i, n - i, fill)));
+  }
+  const DoubleSums::DD dd;
+  double total[4];
+  for (int k = 0; k < 4; ++k) {
+    total[k] = hn::GetLane(hn::SumOfLanes(dd, hn::Add(sums.lo[k], sums.hi[k])));
   }
   Sums s;
-  s.a = hn::GetLane(hn::SumOfLanes(dd, hn::Add(a_lo, a_hi)));
-  s.c = hn::GetLane(hn::SumOfLanes(dd, hn::Add(c_lo, c_hi)));
-  s.g = hn::GetLane(hn::SumOfLanes(dd, hn::Add(g_lo, g_hi)));
-  s.r = hn::GetLane(hn::SumOfLanes(dd, hn::Add(r_lo, r_hi)));
+  s.a = total[0];
+  s.c = total[1];
+  s.g = total[2];
+  s.r = total[3];
   s.ill = !(hn::GetLane(hn::MaxOfLanes(d, max_u)) <= kMaxRatio);
   return s;
 }
@@ -262,8 +268,6 @@ template <RowKind kKind>
 void ShortRows(const RowProblem& p, int64_t first, int64_t count, double* kl, bool* agree) {
   const DF d;
   const hn::RebindToSigned<DF> di;
-  const hn::Half<DF> dh;
-  const hn::Repartition<double, DF> dd;
   using VI = hn::Vec<decltype(di)>;
   const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
   const int64_t n = p.classes;
@@ -287,10 +291,10 @@ void ShortRows(const RowProblem& p, int64_t first, int64_t count, double* kl, bo
     arg_b = hn::IfThenElse(hn::RebindMask(di, hn::Gt(vb, max_b)), jv, arg_b);  // first maximum
     arg_c = hn::IfThenElse(hn::RebindMask(di, hn::Gt(vc, max_c)), jv, arg_c);
     const VI none = hn::Set(di, -1);  // first NaN
-    nan_b = hn::IfThenElse(hn::And(hn::RebindMask(di, hn::IsNaN(vb)), hn::Eq(nan_b, none)), jv,
-                           nan_b);
-    nan_c = hn::IfThenElse(hn::And(hn::RebindMask(di, hn::IsNaN(vc)), hn::Eq(nan_c, none)), jv,
-                           nan_c);
+    nan_b =
+        hn::IfThenElse(hn::And(hn::RebindMask(di, hn::IsNaN(vb)), hn::Eq(nan_b, none)), jv, nan_b);
+    nan_c =
+        hn::IfThenElse(hn::And(hn::RebindMask(di, hn::IsNaN(vc)), hn::Eq(nan_c, none)), jv, nan_c);
     max_b = hn::Max(max_b, vb);
     min_b = hn::Min(min_b, vb);
     max_c = hn::Max(max_c, vc);
@@ -298,27 +302,15 @@ void ShortRows(const RowProblem& p, int64_t first, int64_t count, double* kl, bo
   }
   const float inv_t = kKind == RowKind::kLogits ? 1.0f / p.temperature : 1.0f;
   const VF vinv = hn::Set(d, inv_t);
-  auto a_lo = hn::Zero(dd), a_hi = a_lo, c_lo = a_lo, c_hi = a_lo, g_lo = a_lo, g_hi = a_lo;
-  auto r_lo = a_lo, r_hi = a_lo;
+  DoubleSums sums;
   VF max_u = hn::Zero(d);
-  for (int64_t j = 0; j < n; ++j) {
-    VF w, u, r;
-    Terms<kKind>(d, hn::Load(d, block_b + j * lanes), hn::Load(d, block_c + j * lanes), max_b,
-                 max_c, vinv, &w, &u, &r);
-    const VF wu = hn::Mul(w, u);
-    const VF wg = hn::Mul(w, ExpM1MinusX(d, u, &max_u));  // NaN lanes are redone below
-    a_lo = hn::Add(a_lo, hn::PromoteTo(dd, hn::LowerHalf(dh, w)));
-    a_hi = hn::Add(a_hi, hn::PromoteTo(dd, hn::UpperHalf(dh, w)));
-    c_lo = hn::Add(c_lo, hn::PromoteTo(dd, hn::LowerHalf(dh, wu)));
-    c_hi = hn::Add(c_hi, hn::PromoteTo(dd, hn::UpperHalf(dh, wu)));
-    g_lo = hn::Add(g_lo, hn::PromoteTo(dd, hn::LowerHalf(dh, wg)));
-    g_hi = hn::Add(g_hi, hn::PromoteTo(dd, hn::UpperHalf(dh, wg)));
-    r_lo = hn::Add(r_lo, hn::PromoteTo(dd, hn::LowerHalf(dh, r)));
-    r_hi = hn::Add(r_hi, hn::PromoteTo(dd, hn::UpperHalf(dh, r)));
+  for (int64_t j = 0; j < n; ++j) {  // NaN lanes are redone below
+    sums.Add(Contribute<kKind>(d, hn::Load(d, block_b + j * lanes),
+                               hn::Load(d, block_c + j * lanes), max_b, max_c, vinv, &max_u));
   }
   HWY_ALIGN float mb[kMaxLanes], nb[kMaxLanes], mc[kMaxLanes], nc[kMaxLanes], mu[kMaxLanes];
   HWY_ALIGN int32_t ab[kMaxLanes], ac[kMaxLanes], xb[kMaxLanes], xc[kMaxLanes];
-  HWY_ALIGN double sa[kMaxLanes], sc[kMaxLanes], sg[kMaxLanes], sr[kMaxLanes];
+  HWY_ALIGN double total[4][kMaxLanes];  // per lane: A, C, G, R
   hn::Store(max_b, d, mb);
   hn::Store(min_b, d, nb);
   hn::Store(max_c, d, mc);
@@ -328,15 +320,11 @@ void ShortRows(const RowProblem& p, int64_t first, int64_t count, double* kl, bo
   hn::Store(arg_c, di, ac);
   hn::Store(nan_b, di, xb);
   hn::Store(nan_c, di, xc);
-  const int64_t half = lanes / 2;
-  hn::Store(a_lo, dd, sa);
-  hn::Store(a_hi, dd, sa + half);
-  hn::Store(c_lo, dd, sc);
-  hn::Store(c_hi, dd, sc + half);
-  hn::Store(g_lo, dd, sg);
-  hn::Store(g_hi, dd, sg + half);
-  hn::Store(r_lo, dd, sr);
-  hn::Store(r_hi, dd, sr + half);
+  const DoubleSums::DD dd;
+  for (int k = 0; k < 4; ++k) {
+    hn::Store(sums.lo[k], dd, total[k]);
+    hn::Store(sums.hi[k], dd, total[k] + lanes / 2);
+  }
   for (int64_t k = 0; k < count; ++k) {
     const bool nan = xb[k] >= 0 || xc[k] >= 0;
     agree[first + k] = (xb[k] >= 0 ? xb[k] : ab[k]) == (xc[k] >= 0 ? xc[k] : ac[k]);
@@ -346,10 +334,11 @@ void ShortRows(const RowProblem& p, int64_t first, int64_t count, double* kl, bo
     }
     const Scan scan{mb[k], nb[k], mc[k], nc[k], false};
     double value = std::numeric_limits<double>::quiet_NaN();
-    if (!NeedsDouble<kKind>(scan) && mu[k] <= kMaxRatio) value = KLFromSums(sa[k], sc[k], sg[k], sr[k]);
-    kl[first + k] = std::isnan(value)
-                        ? RowKLDouble(b + k * n, c + k * n, n, p.kind, p.temperature)
-                        : value;
+    if (!NeedsDouble<kKind>(scan) && mu[k] <= kMaxRatio) {
+      value = KLFromSums(total[0][k], total[1][k], total[2][k], total[3][k]);
+    }
+    kl[first + k] =
+        std::isnan(value) ? RowKLDouble(b + k * n, c + k * n, n, p.kind, p.temperature) : value;
   }
 }
 
@@ -406,12 +395,12 @@ HWY_AFTER_NAMESPACE();
 namespace kldiv {
 namespace detail {
 
-#if (HWY_TARGETS & HWY_AVX3) && (defined(__x86_64__) || defined(_M_X64))
+#if (HWY_TARGETS & HWY_AVX3) && KLDIV_SIMD_X86
 RowKLFn RowKLAvx3() { return N_AVX3::RowsAnyKind; }
 #else
 RowKLFn RowKLAvx3() { return nullptr; }
 #endif
-#if (HWY_TARGETS & HWY_AVX2) && (defined(__x86_64__) || defined(_M_X64))
+#if (HWY_TARGETS & HWY_AVX2) && KLDIV_SIMD_X86
 RowKLFn RowKLAvx2() { return N_AVX2::RowsAnyKind; }
 #else
 RowKLFn RowKLAvx2() { return nullptr; }

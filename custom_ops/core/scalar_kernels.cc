@@ -67,6 +67,7 @@ const Kernels* ScalarKernels() {
       {{ScalarSum<DType::kFloat32, false>, ScalarSum<DType::kFloat32, true>},
        {ScalarSum<DType::kFloat16, false>, ScalarSum<DType::kFloat16, true>},
        {ScalarSum<DType::kBFloat16, false>, ScalarSum<DType::kBFloat16, true>}},
+      nullptr,  // compare's rows: the float64 path
   };
   return &table;
 }

@@ -5,8 +5,8 @@
 #include <string>
 
 #include "kldiv_core.h"
-#include "row_kl.h"
 #include "ort_api.h"
+#include "row_kl.h"
 
 namespace kldiv {
 namespace ort {

@@ -50,10 +50,9 @@ OrtStatusPtr RowKLKernel::ComputeV2(OrtKernelContext* context) noexcept {
     const std::string error = CheckRowProblem(problem);
     if (!error.empty()) return Error(ORT_INVALID_ARGUMENT, error);
     const std::vector<int64_t> out_shape(shape.begin(), shape.end() - 1);
-    double* kl = ctx.GetOutput(0, out_shape.data(), out_shape.size())
-                     .GetTensorMutableData<double>();
-    bool* agree = ctx.GetOutput(1, out_shape.data(), out_shape.size())
-                      .GetTensorMutableData<bool>();
+    double* kl =
+        ctx.GetOutput(0, out_shape.data(), out_shape.size()).GetTensorMutableData<double>();
+    bool* agree = ctx.GetOutput(1, out_shape.data(), out_shape.size()).GetTensorMutableData<bool>();
 
     OrtStatus* pool_status = nullptr;
     const OrtApi& api = Ort::GetApi();

@@ -21,8 +21,7 @@ constexpr const char* kRowKLOp = "KLDivRows";
 
 class RowKLKernel {
  public:
-  RowKLKernel(std::string prefix, RowConfig config)
-      : prefix_(std::move(prefix)), config_(config) {}
+  RowKLKernel(std::string prefix, RowConfig config) : prefix_(std::move(prefix)), config_(config) {}
 
   OrtStatusPtr ComputeV2(OrtKernelContext* context) noexcept;
 

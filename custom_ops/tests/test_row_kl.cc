@@ -63,7 +63,8 @@ Rows MakeRows(int64_t rows, int64_t classes, double noise, RowKind kind, uint32_
       double m = -INFINITY, sum = 0;
       for (double v : *z) m = std::fmax(m, v);
       for (double v : *z) sum += std::exp(v - m);
-      for (double& v : *z) v = kind == RowKind::kProbs ? std::exp(v - m) / sum : v - m - std::log(sum);
+      for (double& v : *z)
+        v = kind == RowKind::kProbs ? std::exp(v - m) / sum : v - m - std::log(sum);
     }
     for (auto k = 0u; k < zb.size(); ++k) {
       r.b.push_back(static_cast<float>(zb[k]));
@@ -82,7 +83,6 @@ void RunRows(const Rows& r, RowKind kind, float temperature, const kldiv::Parall
   p.classes = r.classes;
   p.kind = kind;
   p.temperature = temperature;
-  std::vector<uint8_t> flags(static_cast<size_t>(r.rows));
   kl->assign(static_cast<size_t>(r.rows), -1.0);
   std::unique_ptr<bool[]> a(new bool[static_cast<size_t>(r.rows)]);
   kldiv::ComputeRowKL(p, kl->data(), a.get(), pf);
@@ -124,13 +124,14 @@ void TestRowKL(const std::string& target) {
           const float* c = r.c.data() + i * classes;
           const long double want = RefRowKL(b, c, classes, kind, temperature);
           // The reference itself is good to ~1e-19 * |log p|: 1e-18 absolute.
-          const double err = static_cast<double>(std::fabs(kl[i] - want) /
-                                                 (std::fabs(want) + 5e-13L));
+          const double err =
+              static_cast<double>(std::fabs(kl[i] - want) / (std::fabs(want) + 5e-13L));
           worst = std::fmax(worst, classes == 1 ? std::fabs(kl[i]) : err);
-          argmax_ok = argmax_ok && (agree[i] != 0) == (RefArgMax(b, classes) == RefArgMax(c, classes));
+          argmax_ok =
+              argmax_ok && (agree[i] != 0) == (RefArgMax(b, classes) == RefArgMax(c, classes));
         }
-        Check(worst <= 2e-6, Label(target, kind, classes, noise) + " relative error " +
-                                 std::to_string(worst));
+        Check(worst <= 2e-6,
+              Label(target, kind, classes, noise) + " relative error " + std::to_string(worst));
         Check(argmax_ok, Label(target, kind, classes, noise) + " top-1 agreement");
       }
     }
