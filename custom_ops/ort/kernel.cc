@@ -1,7 +1,6 @@
 // kernel.cc: kernel creation (attributes and static checks) and compute of the KLDivLoss ops.
 #include "kernel.h"
 
-#include <exception>
 #include <vector>
 
 namespace kldiv {
@@ -14,13 +13,6 @@ constexpr struct {
 } kTypes[] = {{DType::kFloat32, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT},
               {DType::kFloat16, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16},
               {DType::kBFloat16, ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16}};
-
-// Takes ownership of `status` and returns its message.
-std::string TakeMessage(const OrtApi& api, OrtStatus* status) {
-  std::string message = api.GetErrorMessage(status);
-  api.ReleaseStatus(status);
-  return message;
-}
 
 }  // namespace
 
@@ -47,12 +39,8 @@ std::string ElementTypeName(ONNXTensorElementDataType t) {
   return "ONNX element type " + std::to_string(static_cast<int>(t));
 }
 
-OrtStatusPtr KLDivKernel::Error(OrtErrorCode code, const std::string& message) const {
-  return Ort::GetApi().CreateStatus(code, (prefix_ + ": " + message).c_str());
-}
-
 OrtStatusPtr KLDivKernel::ComputeV2(OrtKernelContext* context) noexcept {
-  try {
+  return Guarded(Ort::GetApi(), prefix_, [&]() -> OrtStatusPtr {
     Ort::KernelContext ctx(context);
     if (ctx.GetInputCount() != 2) {
       return Error(ORT_INVALID_ARGUMENT,
@@ -84,26 +72,13 @@ OrtStatusPtr KLDivKernel::ComputeV2(OrtKernelContext* context) noexcept {
     Ort::UnownedValue out = ctx.GetOutput(0, out_shape.data(), out_shape.size());
     void* out_data = out.GetTensorMutableRawData();
 
-    // The session's intra-op pool; with one thread onnxruntime runs the calls inline.
     OrtStatus* pool_status = nullptr;
-    const OrtApi& api = Ort::GetApi();
-    const ParallelFor parallel_for = [&](std::size_t n, void (*fn)(void*, std::size_t),
-                                         void* data) {
-      if (pool_status != nullptr) return;
-      pool_status = api.KernelContext_ParallelFor(context, fn, n, 0, data);
-    };
-    Compute(problem, plan, out_data, parallel_for);
+    Compute(problem, plan, out_data, SessionPool(context, &pool_status));
     if (pool_status != nullptr) {
-      return Error(ORT_FAIL, "thread pool: " + TakeMessage(api, pool_status));
+      return Error(ORT_FAIL, "thread pool: " + TakeMessage(Ort::GetApi(), pool_status));
     }
     return nullptr;
-  } catch (const Ort::Exception& e) {
-    return Error(e.GetOrtErrorCode(), e.what());
-  } catch (const std::exception& e) {
-    return Error(ORT_FAIL, e.what());
-  } catch (...) {
-    return Error(ORT_FAIL, "unknown error");
-  }
+  });
 }
 
 std::string KLDivOp::Check(const OrtApi& api, const OrtKernelInfo* info, Config* config) const {
@@ -133,24 +108,14 @@ std::string KLDivOp::Check(const OrtApi& api, const OrtKernelInfo* info, Config*
 
 OrtStatusPtr KLDivOp::CreateKernelV2(const OrtApi& api, const OrtKernelInfo* info,
                                      void** kernel) const noexcept {
-  try {
-    std::string prefix = name_;
-    const std::string node = NodeName(api, info);
-    if (!node.empty()) prefix += " (node '" + node + "')";
+  return Guarded(api, name_, [&]() -> OrtStatusPtr {
+    const std::string prefix = MessagePrefix(api, info, name_);
     Config config;
     const std::string error = Check(api, info, &config);
-    if (!error.empty()) {
-      return api.CreateStatus(ORT_INVALID_ARGUMENT, (prefix + ": " + error).c_str());
-    }
+    if (!error.empty()) return Status(api, ORT_INVALID_ARGUMENT, prefix, error);
     *kernel = new KLDivKernel(prefix, dtype_, config);
     return nullptr;
-  } catch (const Ort::Exception& e) {
-    return api.CreateStatus(e.GetOrtErrorCode(), (name_ + ": " + e.what()).c_str());
-  } catch (const std::exception& e) {
-    return api.CreateStatus(ORT_FAIL, (name_ + ": " + e.what()).c_str());
-  } catch (...) {
-    return api.CreateStatus(ORT_FAIL, (name_ + ": unknown error").c_str());
-  }
+  });
 }
 
 }  // namespace ort

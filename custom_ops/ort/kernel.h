@@ -9,6 +9,7 @@
 #include "attributes.h"
 #include "kldiv_core.h"
 #include "kldiv_ops.h"
+#include "op_support.h"
 #include "ort_api.h"
 
 namespace kldiv {
@@ -20,17 +21,14 @@ bool DTypeOf(ONNXTensorElementDataType t, DType* out);
 // "float32", ... for the handled types, else "ONNX element type N".
 std::string ElementTypeName(ONNXTensorElementDataType t);
 
-class KLDivKernel {
+class KLDivKernel : KernelBase {
  public:
   KLDivKernel(std::string prefix, DType dtype, Config config)
-      : prefix_(std::move(prefix)), dtype_(dtype), config_(config) {}
+      : KernelBase(std::move(prefix)), dtype_(dtype), config_(config) {}
 
   OrtStatusPtr ComputeV2(OrtKernelContext* context) noexcept;
 
  private:
-  OrtStatusPtr Error(OrtErrorCode code, const std::string& message) const;
-
-  std::string prefix_;  // op name and node name, the start of every message
   DType dtype_;
   Config config_;
 };

@@ -1,7 +1,6 @@
 // row_kl_op.cc: kernel creation (attributes) and compute of the KLDivRows op.
 #include "row_kl_op.h"
 
-#include <exception>
 #include <vector>
 
 #include "kernel.h"
@@ -9,12 +8,8 @@
 namespace kldiv {
 namespace ort {
 
-OrtStatusPtr RowKLKernel::Error(OrtErrorCode code, const std::string& message) const {
-  return Ort::GetApi().CreateStatus(code, (prefix_ + ": " + message).c_str());
-}
-
 OrtStatusPtr RowKLKernel::ComputeV2(OrtKernelContext* context) noexcept {
-  try {
+  return Guarded(Ort::GetApi(), prefix_, [&]() -> OrtStatusPtr {
     Ort::KernelContext ctx(context);
     if (ctx.GetInputCount() != 2) {
       return Error(ORT_INVALID_ARGUMENT, "expects 2 inputs (base, candidate), got " +
@@ -55,46 +50,24 @@ OrtStatusPtr RowKLKernel::ComputeV2(OrtKernelContext* context) noexcept {
     bool* agree = ctx.GetOutput(1, out_shape.data(), out_shape.size()).GetTensorMutableData<bool>();
 
     OrtStatus* pool_status = nullptr;
-    const OrtApi& api = Ort::GetApi();
-    const ParallelFor parallel_for = [&](std::size_t n, void (*fn)(void*, std::size_t),
-                                         void* data) {
-      if (pool_status != nullptr) return;
-      pool_status = api.KernelContext_ParallelFor(context, fn, n, 0, data);
-    };
-    ComputeRowKL(problem, kl, agree, parallel_for);
+    ComputeRowKL(problem, kl, agree, SessionPool(context, &pool_status));
     if (pool_status != nullptr) {
-      std::string message = api.GetErrorMessage(pool_status);
-      api.ReleaseStatus(pool_status);
-      return Error(ORT_FAIL, "thread pool: " + message);
+      return Error(ORT_FAIL, "thread pool: " + TakeMessage(Ort::GetApi(), pool_status));
     }
     return nullptr;
-  } catch (const Ort::Exception& e) {
-    return Error(e.GetOrtErrorCode(), e.what());
-  } catch (const std::exception& e) {
-    return Error(ORT_FAIL, e.what());
-  } catch (...) {
-    return Error(ORT_FAIL, "unknown error");
-  }
+  });
 }
 
 OrtStatusPtr RowKLOp::CreateKernelV2(const OrtApi& api, const OrtKernelInfo* info,
                                      void** kernel) const noexcept {
-  try {
-    std::string prefix = kRowKLOp;
-    const std::string node = NodeName(api, info);
-    if (!node.empty()) prefix += " (node '" + node + "')";
+  return Guarded(api, kRowKLOp, [&]() -> OrtStatusPtr {
+    const std::string prefix = MessagePrefix(api, info, kRowKLOp);
     RowConfig config;
     const std::string error = ReadRowConfig(api, info, &config);
-    if (!error.empty()) {
-      return api.CreateStatus(ORT_INVALID_ARGUMENT, (prefix + ": " + error).c_str());
-    }
+    if (!error.empty()) return Status(api, ORT_INVALID_ARGUMENT, prefix, error);
     *kernel = new RowKLKernel(prefix, config);
     return nullptr;
-  } catch (const std::exception& e) {
-    return api.CreateStatus(ORT_FAIL, (std::string(kRowKLOp) + ": " + e.what()).c_str());
-  } catch (...) {
-    return api.CreateStatus(ORT_FAIL, (std::string(kRowKLOp) + ": unknown error").c_str());
-  }
+  });
 }
 
 }  // namespace ort

@@ -11,6 +11,7 @@
 
 #include "attributes.h"
 #include "kldiv_ops.h"
+#include "op_support.h"
 #include "ort_api.h"
 #include "row_kl.h"
 
@@ -19,16 +20,14 @@ namespace ort {
 
 constexpr const char* kRowKLOp = "KLDivRows";
 
-class RowKLKernel {
+class RowKLKernel : KernelBase {
  public:
-  RowKLKernel(std::string prefix, RowConfig config) : prefix_(std::move(prefix)), config_(config) {}
+  RowKLKernel(std::string prefix, RowConfig config)
+      : KernelBase(std::move(prefix)), config_(config) {}
 
   OrtStatusPtr ComputeV2(OrtKernelContext* context) noexcept;
 
  private:
-  OrtStatusPtr Error(OrtErrorCode code, const std::string& message) const;
-
-  std::string prefix_;  // op name and node name, the start of every message
   RowConfig config_;
 };
 
