@@ -250,6 +250,13 @@ def kl_model(kind: str, temperature: float, opset: int = DEFAULT_OPSET) -> onnx.
     return model
 
 
+def log_softmax(z: np.ndarray) -> np.ndarray:
+    """Log-softmax over the last axis, in float64."""
+    z = np.asarray(z, dtype=np.float64)
+    m = z.max(axis=-1, keepdims=True)
+    return z - m - np.log(np.exp(z - m).sum(axis=-1, keepdims=True))
+
+
 def kl_rows(
     base: np.ndarray, candidate: np.ndarray, kind: str, temperature: float
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -262,9 +269,7 @@ def kl_rows(
             if kind == "probs":
                 logs.append(np.log(z / z.sum(axis=-1, keepdims=True)))
                 continue
-            z = z / temperature if kind == "logits" else z
-            m = z.max(axis=-1, keepdims=True)
-            logs.append(z - m - np.log(np.exp(z - m).sum(axis=-1, keepdims=True)))
+            logs.append(log_softmax(z / temperature if kind == "logits" else z))
         lp, lq = logs
         p = np.exp(lp)
         terms = p * (lp - lq)
