@@ -18,7 +18,7 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import onnx
@@ -115,9 +115,13 @@ def saved_with_external_data(path: str | os.PathLike) -> bool:
     return uses_external_data(load_model(path, external_data=False))
 
 
-def check_output_path(path: str | os.PathLike, what: str = "output") -> Path:
+def check_output_path(
+    path: str | os.PathLike, what: str = "output", *, inputs: Iterable[str | os.PathLike] = ()
+) -> Path:
     """``path`` as a ``Path`` if a file can be written there: its folder exists and is
-    writable, and it is not a folder or a device (``/dev/full``). ``ValueError`` otherwise."""
+    writable, it is not a folder or a device (``/dev/full``), and it is none of ``inputs``
+    (the files the command reads: a report written over one would destroy it). ``ValueError``
+    otherwise."""
     p = Path(path)
     name = os.fspath(path)
     if not name:
@@ -128,6 +132,12 @@ def check_output_path(path: str | os.PathLike, what: str = "output") -> Path:
             raise ValueError(f"cannot write {what} {name!r}: it is a directory")
         if not stat.S_ISREG(info.st_mode):
             raise ValueError(f"cannot write {what} {name!r}: not a regular file")
+        for source in inputs:
+            with contextlib.suppress(OSError):
+                if os.path.samefile(p, source):
+                    raise ValueError(
+                        f"cannot write {what} {name!r}: it is the input {os.fspath(source)!r}"
+                    )
     folder = p.resolve().parent
     if not folder.is_dir():
         raise ValueError(f"cannot write {what} {name!r}: folder {str(folder)!r} does not exist")

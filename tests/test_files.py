@@ -221,6 +221,27 @@ def test_run_output_refuses_devices_and_missing_folders(data, capfd):
     assert "does not exist" in err
 
 
+@pytest.mark.parametrize(
+    ("argv", "victim"),
+    [
+        (["run", "m.onnx", "x.npy", "x.npy", "--output", "x.npy"], "x.npy"),
+        (["run", "m.onnx", "input=x.npy", "x.npy", "--output", "x.npy"], "x.npy"),
+        (["validate", "m.onnx", "--inputs", "x.npy", "x.npy", "--json", "m.onnx"], "m.onnx"),
+        (
+            ["compare", "m.onnx", "m.onnx", "--data", "extra.npz", "--json", "extra.npz"],
+            "extra.npz",
+        ),
+        (["compare", "m.onnx", "m.onnx", "--data", "extra.npz", "--plot", "./m.onnx"], "m.onnx"),
+    ],
+)
+def test_reports_are_never_written_over_an_input(data, capfd, monkeypatch, argv, victim):
+    monkeypatch.chdir(data)
+    before = (data / victim).read_bytes()
+    err = _one_line_exit_2(argv, capfd)
+    assert "it is the input" in err
+    assert (data / victim).read_bytes() == before
+
+
 # --- writes ------------------------------------------------------------------------------------
 
 _LIMITED = textwrap.dedent(

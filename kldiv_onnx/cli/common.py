@@ -88,3 +88,13 @@ def write_model(
         save_model(model, path, external_data=external)
     except (OSError, ValueError) as exc:
         raise UsageError(str(exc)) from exc
+
+
+def read_paths(*items: str | None) -> list[str]:
+    """The files a command reads, for ``check_output_path(..., inputs=...)``: each item as given
+    and, for ``NAME=file.npy``, its file (``None`` items are left out)."""
+    paths = []
+    for item in items:
+        if item:
+            paths += [item, item.partition("=")[2]] if "=" in item else [item]
+    return paths

@@ -11,7 +11,7 @@ from ..comparison import DEFAULT_BATCH_SIZE, ENGINES, KINDS, compare, provider_l
 from ..comparison.plot import plot
 from ..errors import first_line
 from ..model_io import check_output_path, write_bytes
-from .common import UsageError, positive_int
+from .common import UsageError, positive_int, read_paths
 
 DESCRIPTION = (
     "Measure how far a candidate model's output distribution drifts from a base model's over a "
@@ -108,19 +108,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_compare)
 
 
-def _check_output(path: str | None, what: str) -> None:
+def _check_output(path: str | None, what: str, inputs: list[str]) -> None:
     if path is None:
         return
     try:
-        check_output_path(path, what)
+        check_output_path(path, what, inputs=inputs)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     # everything that can fail cheaply fails before the long run
-    _check_output(args.json, "--json file")
-    _check_output(args.plot, "--plot file")
+    inputs = read_paths(args.base, args.candidate, args.data)
+    _check_output(args.json, "--json file", inputs)
+    _check_output(args.plot, "--plot file", inputs)
     if args.json is not None and args.plot is not None and args.json == args.plot:
         raise UsageError("--json and --plot name the same file")
     if args.plot is not None:

@@ -15,7 +15,7 @@ from ..doctor import report
 from ..errors import first_line
 from ..export import FORMS, build_model
 from ..model_io import atomic_write, check_output_path
-from .common import UsageError, positive_int, shape, write_model
+from .common import UsageError, positive_int, read_paths, shape, write_model
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -51,8 +51,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.output:
         output = args.output if args.output.endswith(".npz") else args.output + ".npz"
         try:  # numpy's way: '.npz' appended; a device such as /dev/full is refused as given
-            check_output_path(args.output)
-            check_output_path(output)
+            reads = read_paths(args.model, *args.inputs)
+            check_output_path(args.output, inputs=reads)
+            check_output_path(output, inputs=reads)
         except ValueError as exc:
             raise UsageError(str(exc)) from exc
     try:

@@ -13,7 +13,14 @@ from ..interop.embed import embed
 from ..interop.fuse import fuse
 from ..interop.validate import validate_model, validate_op, write_json
 from ..model_io import check_output_path
-from .common import UsageError, int_shape, non_negative_float, read_model, write_model
+from .common import (
+    UsageError,
+    int_shape,
+    non_negative_float,
+    read_model,
+    read_paths,
+    write_model,
+)
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
@@ -81,7 +88,8 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
 def _cmd_validate(args: argparse.Namespace) -> int:
     try:
         if args.json:
-            check_output_path(args.json, "JSON file")
+            reads = read_paths(args.model, *(args.inputs or []))
+            check_output_path(args.json, "JSON file", inputs=reads)
         if args.model:
             model = read_model(args.model)
             inputs = read_feeds(args.inputs, declared_inputs(model)) if args.inputs else None
