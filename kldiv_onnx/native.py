@@ -22,6 +22,7 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
+from types import ModuleType
 
 LIBRARY_NAME = "libkldiv_onnx_ops.so"
 """File name of the custom-op library inside the installed package."""
@@ -121,6 +122,25 @@ def active_target() -> str:
         return "unknown (a build without KLDivOnnxActiveTarget)"
     function.restype = ctypes.c_char_p
     return function().decode(errors="replace")
+
+
+_CORE: list[ModuleType | None] = []
+
+
+def core() -> ModuleType | None:
+    """``kldiv_onnx._core``, the numeric core's per-row KL called without onnxruntime (a
+    nanobind module the wheel builds beside the library), with ``$KLDIV_ONNX_ISA`` applied as
+    the library applies it; None where it is not built or the variable names no SIMD path (the
+    library then reports that). Imported once per process."""
+    if not _CORE:
+        try:
+            from . import _core
+        except ImportError:
+            _CORE.append(None)
+        else:
+            cap = os.environ.get(ISA_ENV_VAR)
+            _CORE.append(None if cap and _core.cap_target(cap) else _core)
+    return _CORE[0]
 
 
 def _check(path: Path) -> str:

@@ -18,8 +18,8 @@ constexpr struct {
 } kKinds[] = {
     {"logits", RowKind::kLogits}, {"log-probs", RowKind::kLogProbs}, {"probs", RowKind::kProbs}};
 
-// Elements per task: enough work to pay for a hand-off to the pool.
-constexpr int64_t kTaskElements = 1 << 15;
+// Rows per task are a multiple of this: the short-row loops take 8 or 16 rows at a time.
+constexpr int64_t kRowBlock = 16;
 
 // The row's log-probabilities in double: log softmax(z * scale) for logits and log-probs,
 // log(z / sum z) for probs.
@@ -162,10 +162,11 @@ double KLFromSums(double a, double c, double g, double r) {
 }
 
 void ComputeRowKL(const RowProblem& problem, double* kl, bool* agree,
-                  const ParallelFor& parallel_for) {
+                  const ParallelFor& parallel_for, int64_t task_elements) {
   if (problem.rows <= 0) return;
-  Task task{&problem, detail::ActiveKernels()->row_kl,
-            std::max<int64_t>(1, kTaskElements / problem.classes), kl, agree};
+  int64_t rows = std::max<int64_t>(1, task_elements / problem.classes);
+  if (rows >= kRowBlock) rows = (rows + kRowBlock - 1) / kRowBlock * kRowBlock;
+  Task task{&problem, detail::ActiveKernels()->row_kl, rows, kl, agree};
   const int64_t tasks = (problem.rows + task.rows_per_task - 1) / task.rows_per_task;
   if (tasks == 1) {
     RunTask(&task, 0);

@@ -50,11 +50,16 @@ struct RowProblem {
 // "" or a message naming the bad value (classes <= 0, temperature not finite and > 0).
 std::string CheckRowProblem(const RowProblem& problem);
 
+// Elements per task of ComputeRowKL by default: enough work to pay for a hand-off to
+// onnxruntime's pool.
+constexpr int64_t kRowTaskElements = 1 << 15;
+
 // kl[r]: the row's KL in double; agree[r]: whether the first index of the row's maximum (numpy's
 // argmax: the first NaN where there is one) is the same in base and candidate. Rows run on
-// parallel_for in chunks; each row's value depends only on the row (not on the thread count).
+// parallel_for in tasks of about task_elements (whole blocks of 16 rows); each row's value
+// depends only on the row (not on the thread count or the task size).
 void ComputeRowKL(const RowProblem& problem, double* kl, bool* agree,
-                  const ParallelFor& parallel_for);
+                  const ParallelFor& parallel_for, int64_t task_elements = kRowTaskElements);
 
 // The KL from the sums of row_kl.h: A = sum w, C = sum w u, G = sum w g(u), R = the candidate's
 // mass where w = 0; NaN where the identity is ill-conditioned (E_P[e^u] < 1e-6).

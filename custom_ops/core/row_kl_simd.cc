@@ -29,6 +29,7 @@ namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 using DF = hn::ScalableTag<float>;
 using VF = hn::Vec<DF>;
+using VI = hn::Vec<hn::RebindToSigned<DF>>;
 constexpr int kMaxLanes = 16;
 
 // Above this |u| (with weight > 0) e^u or the sums lose their meaning in float: the row takes
@@ -40,11 +41,11 @@ struct Scan {
   bool nan;
 };
 
-// The last n - i (< lanes) values of a row, padded with `fill`.
+// The last count (< lanes) values of a row, padded with `fill` (a masked load: nothing past the
+// row is read).
 HWY_INLINE VF LoadTail(DF d, const float* p, int64_t count, float fill) {
-  HWY_ALIGN float buffer[kMaxLanes];
-  for (int64_t k = 0; k < kMaxLanes; ++k) buffer[k] = k < count ? p[k] : fill;
-  return hn::Load(d, buffer);
+  const auto valid = hn::FirstN(d, static_cast<size_t>(count));
+  return hn::IfThenElse(valid, hn::MaskedLoad(valid, d, p), hn::Set(d, fill));
 }
 
 // The minima are needed for probabilities only (their sign).
@@ -111,14 +112,20 @@ HWY_INLINE VF ExpM1MinusX(DF d, VF u, VF* max_abs) {
 HWY_INLINE VF ExpNonPositive(DF d, VF x) {
   const hn::RebindToSigned<DF> di;
   const VF clamped = hn::Max(x, hn::Set(d, -87.0f));
-  const VF n = hn::Round(hn::Mul(clamped, hn::Set(d, 1.44269504088896341f)));
+  // n = round(x / ln2) by adding 1.5 * 2^23, which leaves n in the low mantissa bits
+  // (cheaper than a round and a conversion).
+  const VF shifted = hn::MulAdd(clamped, hn::Set(d, 1.44269504088896341f), hn::Set(d, 12582912.0f));
+  const VF n = hn::Sub(shifted, hn::Set(d, 12582912.0f));
   VF r = hn::MulAdd(n, hn::Set(d, -0.693145751953125f), clamped);  // ln2's head: n * it is exact
   r = hn::MulAdd(n, hn::Set(d, -1.428606765330187045e-06f), r);    // and its tail
   constexpr float kInvFactorial[] = {1.0f,      1.0f,       1.0f / 2,   1.0f / 6,
                                      1.0f / 24, 1.0f / 120, 1.0f / 720, 1.0f / 5040};
   VF p = hn::Set(d, kInvFactorial[7]);
   for (int k = 6; k >= 0; --k) p = hn::MulAdd(p, r, hn::Set(d, kInvFactorial[k]));
-  const auto scale = hn::ShiftLeft<23>(hn::Add(hn::ConvertTo(di, n), hn::Set(di, 127)));
+  // 2^n: the bits of 1.5 * 2^23 + n, less those of 1.5 * 2^23, plus the exponent bias, shifted
+  // into the exponent field.
+  const auto scale =
+      hn::ShiftLeft<23>(hn::Add(hn::BitCast(di, shifted), hn::Set(di, 127 - 0x4B400000)));
   return hn::IfThenZeroElse(hn::Lt(x, hn::Set(d, -87.0f)), hn::Mul(p, hn::BitCast(d, scale)));
 }
 
@@ -259,86 +266,177 @@ bool NeedsDouble(const Scan& s) {
   }
 }
 
-// Rows of fewer than kShortRow classes, one row per lane: lanes() rows at a time, class j of
-// each gathered into one vector, so that every per-row reduction is a plain vector operation (a
-// short row's horizontal reductions would cost more than its classes).
-constexpr int64_t kShortRow = 40;
+// KLFromSums (row_kl.h) for a vector of rows in double: NaN where the identity is
+// ill-conditioned. Highway's Log1p is within 2 ulp where std::log1p is within 1: the difference
+// is below 1e-15 of log1p(x), far below the KL's own error.
+template <class DD, class VD = hn::Vec<DD>>
+HWY_INLINE VD KLFromSumsVec(DD dd, VD a, VD c, VD g, VD r) {
+  const VD inv_a = hn::Div(hn::Set(dd, 1.0), a);  // one division (slow in double), not three
+  const VD x = hn::Mul(hn::Add(hn::Add(c, g), r), inv_a);  // E_P[e^u] + R / A - 1
+  const auto good = hn::And(hn::Gt(a, hn::Zero(dd)), hn::Gt(x, hn::Set(dd, -1.0 + 1e-6)));
+  const VD log1p = hn::Log1p(dd, hn::IfThenElse(good, x, hn::Zero(dd)));
+  const VD kl = hn::IfThenElse(hn::Le(hn::Abs(x), hn::Set(dd, 0.5)),
+                               hn::MulAdd(hn::Add(g, r), inv_a, hn::Sub(log1p, x)),
+                               hn::NegMulAdd(c, inv_a, log1p));
+  return hn::IfThenElse(good, kl, hn::Set(dd, std::numeric_limits<double>::quiet_NaN()));
+}
+
+// Transposes a lanes x lanes tile: v[i] holds row i before, column i after. Interleaving lanes,
+// then pairs of lanes, within 128-bit blocks, then exchanging blocks (AVX2: two per vector,
+// AVX-512: four); about 4.5 shuffles per vector. Gathers, which would take each column
+// straight from the rows, cost 0.8 ns per element on this project's Xeon machines.
+HWY_INLINE void TransposeTile(DF d, VF* v) {
+  constexpr size_t kL = hn::MaxLanes(DF());
+  static_assert(kL == 8 || kL == 16, "a tile of 8 or 16 lanes");
+  const hn::Repartition<double, DF> dd;
+  for (size_t i = 0; i < kL; i += 2) {
+    const VF lower = hn::InterleaveLower(d, v[i], v[i + 1]);
+    v[i + 1] = hn::InterleaveUpper(d, v[i], v[i + 1]);
+    v[i] = lower;
+  }
+  // v[g + k], g a multiple of 4: column 4m + k of rows g..g+3 in block m.
+  for (size_t g = 0; g < kL; g += 4) {
+    const auto r0 = hn::BitCast(dd, v[g]), r1 = hn::BitCast(dd, v[g + 1]);
+    const auto r2 = hn::BitCast(dd, v[g + 2]), r3 = hn::BitCast(dd, v[g + 3]);
+    v[g] = hn::BitCast(d, hn::InterleaveLower(dd, r0, r2));
+    v[g + 1] = hn::BitCast(d, hn::InterleaveUpper(dd, r0, r2));
+    v[g + 2] = hn::BitCast(d, hn::InterleaveLower(dd, r1, r3));
+    v[g + 3] = hn::BitCast(d, hn::InterleaveUpper(dd, r1, r3));
+  }
+  for (size_t k = 0; k < 4; ++k) {
+    if constexpr (kL == 8) {
+      const VF u0 = v[k], u1 = v[4 + k];
+      v[k] = hn::ConcatLowerLower(d, u1, u0);
+      v[4 + k] = hn::ConcatUpperUpper(d, u1, u0);
+    } else {
+      const VF u0 = v[k], u1 = v[4 + k], u2 = v[8 + k], u3 = v[12 + k];
+      const VF even01 = hn::OddEvenBlocks(hn::SwapAdjacentBlocks(u1), u0);  // blocks 0 and 2
+      const VF odd01 = hn::OddEvenBlocks(u1, hn::SwapAdjacentBlocks(u0));   // blocks 1 and 3
+      const VF even23 = hn::OddEvenBlocks(hn::SwapAdjacentBlocks(u3), u2);
+      const VF odd23 = hn::OddEvenBlocks(u3, hn::SwapAdjacentBlocks(u2));
+      v[k] = hn::ConcatLowerLower(d, even23, even01);
+      v[8 + k] = hn::ConcatUpperUpper(d, even23, even01);
+      v[4 + k] = hn::ConcatLowerLower(d, odd23, odd01);
+      v[12 + k] = hn::ConcatUpperUpper(d, odd23, odd01);
+    }
+  }
+}
+
+// Rows of fewer than kShortRow classes, one row per lane: lanes() rows at a time, transposed
+// tile by tile so that class j of every row is one vector and every per-row reduction (maxima,
+// argmaxima, sums, the KL from the sums) is a plain vector operation: a short row's horizontal
+// reductions and a scalar log1p per row would cost more than its classes. Rows with a NaN, an
+// infinite maximum or an ill-conditioned identity are redone one by one.
+constexpr int64_t kShortRow = 128;
+
+// One input's rows, transposed into `block` (class-major), with their maxima, first argmaxima,
+// minima (probabilities only) and NaN.
+struct ShortScan {
+  VF max, min;
+  VI arg;
+  hn::Mask<DF> nan;
+};
+
+template <RowKind kKind>
+HWY_INLINE ShortScan TransposeRows(DF d, const float* rows, int64_t count, int64_t n,
+                                   float* block) {
+  const hn::RebindToSigned<DF> di;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+  const VF inf = hn::Set(d, std::numeric_limits<float>::infinity());
+  ShortScan s{hn::Neg(inf), inf, hn::Zero(di), hn::Lt(inf, inf)};  // all -inf: class 0
+  for (int64_t first = 0; first < n; first += lanes) {
+    const int64_t width = std::min(lanes, n - first);
+    const auto valid = hn::FirstN(d, static_cast<size_t>(width));
+    VF tile[kMaxLanes];
+    for (int64_t r = 0; r < lanes; ++r) {  // lanes past `count` repeat the last row
+      tile[r] = hn::MaskedLoad(valid, d, rows + std::min(r, count - 1) * n + first);
+    }
+    TransposeTile(d, tile);
+    for (int64_t i = 0; i < width; ++i) {
+      const VF v = tile[i];
+      hn::Store(v, d, block + (first + i) * lanes);
+      const auto jv = hn::Set(di, static_cast<int32_t>(first + i));
+      s.arg = hn::IfThenElse(hn::RebindMask(di, hn::Gt(v, s.max)), jv, s.arg);
+      s.nan = hn::Or(s.nan, hn::IsNaN(v));
+      s.max = hn::Max(s.max, v);
+      if constexpr (kKind == RowKind::kProbs) s.min = hn::Min(s.min, v);
+    }
+  }
+  return s;
+}
 
 template <RowKind kKind>
 void ShortRows(const RowProblem& p, int64_t first, int64_t count, double* kl, bool* agree) {
   const DF d;
   const hn::RebindToSigned<DF> di;
-  using VI = hn::Vec<decltype(di)>;
   const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
   const int64_t n = p.classes;
   const float* b = p.base + first * n;
   const float* c = p.candidate + first * n;
-  // Lanes past `count` repeat the last row; their results are dropped.
-  const VI rows = hn::Min(hn::Iota(di, 0), hn::Set(di, static_cast<int32_t>(count - 1)));
-  const VI row_start = hn::Mul(rows, hn::Set(di, static_cast<int32_t>(n)));
-  VF max_b = hn::GatherIndex(d, b, row_start), min_b = max_b;
-  VF max_c = hn::GatherIndex(d, c, row_start), min_c = max_c;
-  VI arg_b = hn::Zero(di), arg_c = arg_b, nan_b = hn::Set(di, -1), nan_c = nan_b;
-  // The gathered block, class-major, for the second pass.
   HWY_ALIGN float block_b[kShortRow * kMaxLanes];
   HWY_ALIGN float block_c[kShortRow * kMaxLanes];
-  for (int64_t j = 0; j < n; ++j) {
-    const VI index = hn::Add(row_start, hn::Set(di, static_cast<int32_t>(j)));
-    const VF vb = hn::GatherIndex(d, b, index), vc = hn::GatherIndex(d, c, index);
-    hn::Store(vb, d, block_b + j * lanes);
-    hn::Store(vc, d, block_c + j * lanes);
-    const VI jv = hn::Set(di, static_cast<int32_t>(j));
-    arg_b = hn::IfThenElse(hn::RebindMask(di, hn::Gt(vb, max_b)), jv, arg_b);  // first maximum
-    arg_c = hn::IfThenElse(hn::RebindMask(di, hn::Gt(vc, max_c)), jv, arg_c);
-    const VI none = hn::Set(di, -1);  // first NaN
-    nan_b =
-        hn::IfThenElse(hn::And(hn::RebindMask(di, hn::IsNaN(vb)), hn::Eq(nan_b, none)), jv, nan_b);
-    nan_c =
-        hn::IfThenElse(hn::And(hn::RebindMask(di, hn::IsNaN(vc)), hn::Eq(nan_c, none)), jv, nan_c);
-    max_b = hn::Max(max_b, vb);
-    min_b = hn::Min(min_b, vb);
-    max_c = hn::Max(max_c, vc);
-    min_c = hn::Min(min_c, vc);
-  }
+  const ShortScan sb = TransposeRows<kKind>(d, b, count, n, block_b);
+  const ShortScan sc = TransposeRows<kKind>(d, c, count, n, block_c);
+  const VF max_b = sb.max, max_c = sc.max, min_b = sb.min, min_c = sc.min;
+  const VI arg_b = sb.arg, arg_c = sc.arg;
+  const auto nan = hn::Or(sb.nan, sc.nan);
   const float inv_t = kKind == RowKind::kLogits ? 1.0f / p.temperature : 1.0f;
   const VF vinv = hn::Set(d, inv_t);
   DoubleSums sums;
   VF max_u = hn::Zero(d);
-  for (int64_t j = 0; j < n; ++j) {  // NaN lanes are redone below
-    sums.Add(Contribute<kKind>(d, hn::Load(d, block_b + j * lanes),
-                               hn::Load(d, block_c + j * lanes), max_b, max_c, vinv, &max_u));
+  const auto contribute = [&](int64_t j) {  // NaN lanes are redone below
+    return Contribute<kKind>(d, hn::Load(d, block_b + j * lanes), hn::Load(d, block_c + j * lanes),
+                             max_b, max_c, vinv, &max_u);
+  };
+  // Eight classes at a time summed in float, then promoted, as SumRow does.
+  for (int64_t j = 0; j < n; j += 8) {
+    Contributions t = contribute(j);
+    for (int64_t k = j + 1; k < std::min(n, j + 8); ++k) t = Add(t, contribute(k));
+    sums.Add(t);
   }
-  HWY_ALIGN float mb[kMaxLanes], nb[kMaxLanes], mc[kMaxLanes], nc[kMaxLanes], mu[kMaxLanes];
-  HWY_ALIGN int32_t ab[kMaxLanes], ac[kMaxLanes], xb[kMaxLanes], xc[kMaxLanes];
-  HWY_ALIGN double total[4][kMaxLanes];  // per lane: A, C, G, R
-  hn::Store(max_b, d, mb);
-  hn::Store(min_b, d, nb);
-  hn::Store(max_c, d, mc);
-  hn::Store(min_c, d, nc);
-  hn::Store(max_u, d, mu);
-  hn::Store(arg_b, di, ab);
-  hn::Store(arg_c, di, ac);
-  hn::Store(nan_b, di, xb);
-  hn::Store(nan_c, di, xc);
+  // Lanes whose value stands: no NaN, finite maxima (probabilities: none negative, some
+  // positive), every |u| within kMaxRatio.
+  auto fast = hn::AndNot(nan, hn::And(hn::IsFinite(max_b), hn::IsFinite(max_c)));
+  if constexpr (kKind == RowKind::kProbs) {
+    const VF zero = hn::Zero(d);
+    fast = hn::And(fast, hn::And(hn::Ge(hn::Min(min_b, min_c), zero), hn::Gt(max_b, zero)));
+  }
+  fast = hn::And(fast, hn::Le(max_u, hn::Set(d, kMaxRatio)));
   const DoubleSums::DD dd;
-  for (int k = 0; k < 4; ++k) {
-    hn::Store(sums.lo[k], dd, total[k]);
-    hn::Store(sums.hi[k], dd, total[k] + lanes / 2);
+  const int64_t half = lanes / 2;
+  const auto value_lo = KLFromSumsVec(dd, sums.lo[0], sums.lo[1], sums.lo[2], sums.lo[3]);
+  const auto value_hi = KLFromSumsVec(dd, sums.hi[0], sums.hi[1], sums.hi[2], sums.hi[3]);
+  const auto same = hn::Eq(arg_b, arg_c);
+  if (HWY_LIKELY(count == lanes && hn::AllTrue(d, fast) && hn::AllFalse(dd, hn::IsNaN(value_lo)) &&
+                 hn::AllFalse(dd, hn::IsNaN(value_hi)))) {
+    hn::StoreU(value_lo, dd, kl + first);
+    hn::StoreU(value_hi, dd, kl + first + half);
+    static_assert(sizeof(bool) == 1, "bool is one byte, 0 or 1");
+    const hn::Rebind<uint8_t, decltype(di)> du8;
+    const auto flags = hn::DemoteTo(du8, hn::IfThenElseZero(same, hn::Set(di, 1)));
+    hn::StoreU(flags, du8, reinterpret_cast<uint8_t*>(agree + first));
+    return;
   }
+  HWY_ALIGN double value[kMaxLanes];
+  hn::Store(value_lo, dd, value);
+  hn::Store(value_hi, dd, value + half);
+  HWY_ALIGN int32_t equal[kMaxLanes];
+  HWY_ALIGN float flags[kMaxLanes];  // 1: the value stands; 2: a NaN row; 0: redo
+  hn::Store(hn::VecFromMask(di, same), di, equal);
+  hn::Store(hn::IfThenElse(fast, hn::Set(d, 1.0f), hn::IfThenElseZero(nan, hn::Set(d, 2.0f))), d,
+            flags);
   for (int64_t k = 0; k < count; ++k) {
-    const bool nan = xb[k] >= 0 || xc[k] >= 0;
-    agree[first + k] = (xb[k] >= 0 ? xb[k] : ab[k]) == (xc[k] >= 0 ? xc[k] : ac[k]);
-    if (nan) {
-      kl[first + k] = std::numeric_limits<double>::quiet_NaN();
-      continue;
+    const int64_t row = first + k;
+    if (flags[k] == 1.0f && !std::isnan(value[k])) {
+      kl[row] = value[k];
+      agree[row] = equal[k] != 0;
+    } else if (flags[k] == 2.0f) {
+      kl[row] = std::numeric_limits<double>::quiet_NaN();
+      agree[row] = RowArgMax(b + k * n, n) == RowArgMax(c + k * n, n);
+    } else {
+      kl[row] = RowKLDouble(b + k * n, c + k * n, n, p.kind, p.temperature);
+      agree[row] = equal[k] != 0;
     }
-    const Scan scan{mb[k], nb[k], mc[k], nc[k], false};
-    double value = std::numeric_limits<double>::quiet_NaN();
-    if (!NeedsDouble<kKind>(scan) && mu[k] <= kMaxRatio) {
-      value = KLFromSums(total[0][k], total[1][k], total[2][k], total[3][k]);
-    }
-    kl[first + k] =
-        std::isnan(value) ? RowKLDouble(b + k * n, c + k * n, n, p.kind, p.temperature) : value;
   }
 }
 

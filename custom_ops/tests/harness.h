@@ -93,6 +93,7 @@ void TestThreadIndependence(const std::string& target);  // test_sums.cc
 void TestAccuracy(const std::string& target);            // test_sums.cc
 void TestHugeBroadcast(const std::string& target);       // test_sums.cc
 void TestRowKL(const std::string& target);               // test_row_kl.cc
+void TestThreadPool();                                   // test_thread_pool.cc
 
 }  // namespace kldiv_test
 

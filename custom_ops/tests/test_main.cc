@@ -48,6 +48,7 @@ int main() {
   }
   kldiv::SetTarget(targets.front());
   TestHugeBroadcast(targets.front());
+  TestThreadPool();
   std::printf("%d passed, %d failed\n", g_passed, g_failed);
   return g_failed == 0 ? 0 : 1;
 }

@@ -1,10 +1,9 @@
 """``compare_bench``: the figures the benchmark reports for ``compare``.
 
 * KL stage against reading: per batch of both models' float32 outputs ``(batch, classes)``
-  (``compare``'s default batch size), the time of the KL stage (the KL model of :mod:`.models`:
-  one session run giving the KL and the top-1 agreement, as ``compare`` does it) against the
-  time to read both output batches once (numpy's float32 sum over each), for several class
-  counts. The target is a ratio ≤ 2.
+  (``compare``'s default batch size), the time of the KL stage (:class:`.models.KLStage`, as
+  ``compare`` runs it) against the time to read both output batches once (numpy's float32 sum
+  over each), for several class counts. The target is a ratio ≤ 2.
 * End to end: samples/s of ``compare`` with each engine on a synthetic classifier pair (a
   MatMul + bias model and a perturbed copy) over an ``.npz`` data set.
 
@@ -26,9 +25,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .. import native, runtime
+from .. import native
 from .core import DEFAULT_BATCH_SIZE, KL_NUMPY, KL_OP, compare
-from .models import kl_model, kl_rows, log_softmax
+from .models import KLStage, kl_model, log_softmax
 
 
 def _median_time(fn: Any, repeats: int) -> float:
@@ -52,13 +51,10 @@ def kl_stage(
     """Per output kind and class count: seconds per batch for reading both output batches once
     and for the KL stage, their ratio, and the KL stage's elements/s."""
     rng = np.random.default_rng(seed)
+    library = native.library_path() if native.available() else None
     rows = []
     for kind in kinds:
-        sess = None
-        if native.available():
-            sess = runtime.session(
-                kl_model(kind, 1.0), providers=["CPUExecutionProvider"], threads=threads, fused=True
-            )
+        stage = KLStage(kl_model(kind, 1.0).SerializeToString(), kind, 1.0, library, threads)
         for c in classes:
             base = rng.normal(scale=3.0, size=(batch_size, c)).astype(np.float32)
             candidate = (base + rng.normal(scale=0.1, size=base.shape)).astype(np.float32)
@@ -70,15 +66,9 @@ def kl_stage(
                 candidate.sum()
 
             def kl(
-                base: np.ndarray = base,
-                candidate: np.ndarray = candidate,
-                sess: Any = sess,
-                kind: str = kind,
-            ) -> None:  # as BatchRunner
-                if sess is not None:
-                    sess.run(None, {"base": base, "candidate": candidate})
-                else:
-                    kl_rows(base, candidate, kind, 1.0)
+                base: np.ndarray = base, candidate: np.ndarray = candidate, stage: KLStage = stage
+            ) -> None:
+                stage(base, candidate)
 
             read_s = _median_time(read, repeats)
             kl_s = _median_time(kl, repeats)
@@ -89,6 +79,7 @@ def kl_stage(
                     "batch_size": batch_size,
                     "read_s": read_s,
                     "kl_s": kl_s,
+                    "kl_path": stage.path,
                     "ratio": kl_s / read_s,
                     "kl_elements_per_s": batch_size * c / kl_s,
                 }
@@ -186,7 +177,7 @@ def format_bench(result: dict[str, Any]) -> str:
         lines.append(
             f"  {r['kind']:9s} classes {r['classes']:>6}  batch {r['batch_size']}: "
             f"read {1e6 * r['read_s']:9.1f} µs"
-            f"  KL {1e6 * r['kl_s']:9.1f} µs  ratio {r['ratio']:6.2f}"
+            f"  KL {1e6 * r['kl_s']:9.1f} µs ({r['kl_path']})  ratio {r['ratio']:6.2f}"
             f"  ({r['kl_elements_per_s'] / 1e6:.0f} M elements/s)"
         )
     lines.append("end to end")
@@ -205,17 +196,18 @@ def markdown_bench(result: dict[str, Any]) -> str:
     m = result["machine"]
     lines = [
         "",
-        f"`kldiv-onnx compare` (`--compare`): the KL stage ({m['kl_op']}, one run per batch of "
-        f"{stage[0]['batch_size']} rows, onnxruntime's default intra-op threads) against "
-        "reading both models' output batches once (numpy's float32 sum of each):",
+        f"`kldiv-onnx compare` (`--compare`): the KL stage ({m['kl_op']}, per batch of "
+        f"{stage[0]['batch_size']} rows, as `compare` runs it: `core` is the core called "
+        "directly on every core, `session` one run of the KL model) against reading both "
+        "models' output batches once (numpy's float32 sum of each):",
         "",
-        "| outputs | classes | read both µs | KL stage µs | KL / read |",
-        "|---|---:|---:|---:|---:|",
+        "| outputs | classes | read both µs | KL stage µs | way | KL / read |",
+        "|---|---:|---:|---:|---|---:|",
     ]
     for r in stage:
         lines.append(
             f"| {r['kind']} | {r['classes']} | {1e6 * r['read_s']:.1f} | {1e6 * r['kl_s']:.1f} "
-            f"| {r['ratio']:.2f}× |"
+            f"| {r['kl_path']} | {r['ratio']:.2f}× |"
         )
     if result["end_to_end"]:
         first = result["end_to_end"][0]

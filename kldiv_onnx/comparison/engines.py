@@ -25,7 +25,7 @@ from .. import native, runtime
 from .. import providers as _providers
 from ..runtimes import OpenVINO
 from .data import Dataset
-from .models import kl_rows
+from .models import KLStage
 
 ENGINES = ("local", "ray")
 TIMERS = ("read_s", "base_s", "candidate_s", "kl_s")
@@ -48,7 +48,7 @@ class Job:
     providers: tuple[Any, Any]
     threads: int | None = None
     library: str | None = None
-    """The native library the KL model runs on (the driver's), or None for numpy's float64
+    """The native library the KL runs on (the driver's), or None for numpy's float64
     (:func:`.models.kl_rows`): every process of a comparison computes the KL the same way."""
 
 
@@ -86,18 +86,14 @@ def resolved_providers(providers: Any) -> list[str]:
 
 
 class BatchRunner:
-    """The sessions of a comparison (both models and, with the native library, the KL model),
-    and one batch through them."""
+    """The sessions of a comparison (both models and the KL stage), and one batch through
+    them."""
 
     def __init__(self, job: Job) -> None:
         self.job = job
         self.base = ModelRunner(job.base, job.providers[0], job.threads)
         self.candidate = ModelRunner(job.candidate, job.providers[1], job.threads)
-        self.kl = None
-        if job.library is not None:
-            self.kl = runtime.session(
-                job.kl, providers=["CPUExecutionProvider"], threads=job.threads, fused=True
-            )
+        self.kl = KLStage(job.kl, job.kind, job.temperature, job.library, job.threads)
 
     def __call__(
         self, feeds: Mapping[str, np.ndarray], timings: dict[str, float]
@@ -133,10 +129,7 @@ class BatchRunner:
         per_row = int(np.prod(base.shape[1:-1], dtype=np.int64))
         base = base.reshape(-1, classes).astype(np.float32, copy=False)
         candidate = candidate.reshape(-1, classes).astype(np.float32, copy=False)
-        if self.kl is not None:  # float32 in, float64 and bool out: the plain run is the cheapest
-            kl, agree = self.kl.run(None, {"base": base, "candidate": candidate})
-        else:
-            kl, agree = kl_rows(base, candidate, job.kind, job.temperature)
+        kl, agree = self.kl(base, candidate)
         t3 = time.perf_counter()
         timings["base_s"] += t1 - t0
         timings["candidate_s"] += t2 - t1
