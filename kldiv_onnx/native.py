@@ -24,6 +24,11 @@ import warnings
 from pathlib import Path
 from types import ModuleType
 
+try:  # built by the wheel beside the library; absent in a source tree that was not built
+    from . import _core
+except ImportError:
+    _core = None
+
 LIBRARY_NAME = "libkldiv_onnx_ops.so"
 """File name of the custom-op library inside the installed package."""
 ENV_VAR = "KLDIV_ONNX_LIBRARY"
@@ -133,13 +138,8 @@ def core() -> ModuleType | None:
     the library applies it; None where it is not built or the variable names no SIMD path (the
     library then reports that). Imported once per process."""
     if not _CORE:
-        try:
-            from . import _core
-        except ImportError:
-            _CORE.append(None)
-        else:
-            cap = os.environ.get(ISA_ENV_VAR)
-            _CORE.append(None if cap and _core.cap_target(cap) else _core)
+        cap = os.environ.get(ISA_ENV_VAR)
+        _CORE.append(None if _core is None or (cap and _core.cap_target(cap)) else _core)
     return _CORE[0]
 
 
