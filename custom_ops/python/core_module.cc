@@ -25,11 +25,15 @@ using Rows = nb::ndarray<const float, nb::ndim<2>, nb::c_contig, nb::device::cpu
 using Doubles = nb::ndarray<double, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 using Flags = nb::ndarray<bool, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 
-// Elements per task: a few microseconds of work, so that a worker that wakes late (waking one
-// takes about 10 us) still finds tasks left in a 256 x 100 batch.
-constexpr int64_t kTaskElements = 1 << 12;
+// Elements per task: about 20 us of work. A smaller batch (256 x 30) runs on the caller alone:
+// waking a worker takes about 10 us, and the caller would be done before the worker helped.
+constexpr int64_t kTaskElements = 1 << 13;
 
-int Cores() { return static_cast<int>(std::max(1u, std::thread::hardware_concurrency())); }
+// Read once: std::thread::hardware_concurrency reads /sys on every call (about 5 us).
+int Cores() {
+  static const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  return cores;
+}
 
 kldiv::ThreadPool& Pool() {
   static kldiv::ThreadPool pool(Cores() - 1);

@@ -7,7 +7,8 @@
 * End to end: samples/s of ``compare`` with each engine on a synthetic classifier pair (a
   MatMul + bias model and a perturbed copy) over an ``.npz`` data set.
 
-Timings are medians over ``repeats`` runs after one warm-up; nothing here is asserted.
+Timings are medians over ``repeats`` rounds after one warm-up, the KL stage and the read timed in
+turn within each round; nothing here is asserted.
 """
 
 from __future__ import annotations
@@ -26,24 +27,27 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from .. import native
-from .core import DEFAULT_BATCH_SIZE, KL_NUMPY, KL_OP, compare
-from .models import KLStage, kl_model, log_softmax
+from .core import DEFAULT_BATCH_SIZE, compare
+from .models import KL_WAYS, KLStage, kl_model, kl_way, log_softmax
 
 
-def _median_time(fn: Any, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def _side_by_side(fns: Sequence[Any], repeats: int) -> list[float]:
+    """Median seconds of each function, timed in turn round after round (after one warm-up
+    round): a slow spell of the machine falls on all of them, not on one."""
+    times: list[list[float]] = [[] for _ in fns]
+    for round_ in range(repeats + 1):
+        for fn, spent in zip(fns, times, strict=True):
+            t0 = time.perf_counter()
+            fn()
+            if round_:
+                spent.append(time.perf_counter() - t0)
+    return [statistics.median(spent) for spent in times]
 
 
 def kl_stage(
-    classes: Sequence[int] = (10, 1000, 32000),
+    classes: Sequence[int] = (10, 100, 1000, 32000),
     batch_size: int = DEFAULT_BATCH_SIZE,
-    repeats: int = 20,
+    repeats: int = 50,
     threads: int | None = None,
     kinds: Sequence[str] = ("logits", "log-probs"),
     seed: int = 0,
@@ -70,16 +74,15 @@ def kl_stage(
             ) -> None:
                 stage(base, candidate)
 
-            read_s = _median_time(read, repeats)
-            kl_s = _median_time(kl, repeats)
+            read_s, kl_s = _side_by_side((read, kl), repeats)
             rows.append(
                 {
                     "kind": kind,
                     "classes": c,
                     "batch_size": batch_size,
+                    "repeats": repeats,
                     "read_s": read_s,
                     "kl_s": kl_s,
-                    "kl_path": stage.path,
                     "ratio": kl_s / read_s,
                     "kl_elements_per_s": batch_size * c / kl_s,
                 }
@@ -151,9 +154,9 @@ def end_to_end(
 
 
 def compare_bench(
-    classes: Sequence[int] = (10, 1000, 32000),
+    classes: Sequence[int] = (10, 100, 1000, 32000),
     batch_size: int = DEFAULT_BATCH_SIZE,
-    repeats: int = 20,
+    repeats: int = 50,
     engines: Sequence[str] = ("local", "ray"),
     rows: int = 20000,
     threads: int | None = None,
@@ -163,7 +166,7 @@ def compare_bench(
         "machine": {
             "cpu": platform.processor() or platform.machine(),
             "cpus": os.cpu_count(),
-            "kl_op": KL_OP if native.available() else KL_NUMPY,
+            "kl_op": KL_WAYS[kl_way(native.library_path() if native.available() else None)],
         },
         "kl_stage": kl_stage(classes, batch_size, repeats, threads),
         "end_to_end": end_to_end(engines, rows),
@@ -177,7 +180,7 @@ def format_bench(result: dict[str, Any]) -> str:
         lines.append(
             f"  {r['kind']:9s} classes {r['classes']:>6}  batch {r['batch_size']}: "
             f"read {1e6 * r['read_s']:9.1f} µs"
-            f"  KL {1e6 * r['kl_s']:9.1f} µs ({r['kl_path']})  ratio {r['ratio']:6.2f}"
+            f"  KL {1e6 * r['kl_s']:9.1f} µs  ratio {r['ratio']:6.2f}"
             f"  ({r['kl_elements_per_s'] / 1e6:.0f} M elements/s)"
         )
     lines.append("end to end")
@@ -196,18 +199,18 @@ def markdown_bench(result: dict[str, Any]) -> str:
     m = result["machine"]
     lines = [
         "",
-        f"`kldiv-onnx compare` (`--compare`): the KL stage ({m['kl_op']}, per batch of "
-        f"{stage[0]['batch_size']} rows, as `compare` runs it: `core` is the core called "
-        "directly on every core, `session` one run of the KL model) against reading both "
-        "models' output batches once (numpy's float32 sum of each):",
+        f"`kldiv-onnx compare` (`--compare`): the KL stage ({m['kl_op']}, on every core, per "
+        f"batch of {stage[0]['batch_size']} rows, as `compare` runs it) against reading both "
+        "models' output batches once (numpy's float32 sum of each), timed in turn, medians of "
+        f"{stage[0]['repeats']} rounds:",
         "",
-        "| outputs | classes | read both µs | KL stage µs | way | KL / read |",
-        "|---|---:|---:|---:|---|---:|",
+        "| outputs | classes | read both µs | KL stage µs | KL / read |",
+        "|---|---:|---:|---:|---:|",
     ]
     for r in stage:
         lines.append(
             f"| {r['kind']} | {r['classes']} | {1e6 * r['read_s']:.1f} | {1e6 * r['kl_s']:.1f} "
-            f"| {r['kl_path']} | {r['ratio']:.2f}× |"
+            f"| {r['ratio']:.2f}× |"
         )
     if result["end_to_end"]:
         first = result["end_to_end"][0]

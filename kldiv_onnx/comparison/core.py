@@ -17,8 +17,6 @@ from .engines import ENGINES, OPENVINO, RUNNERS, Job, Progress
 from .report import CompareReport, build_report
 
 DEFAULT_BATCH_SIZE = 256
-KL_OP = "native KLDivRows"
-KL_NUMPY = "numpy float64 (native library not built)"
 
 
 def provider_list(provider: str | Sequence[str] | None) -> str | list[str]:
@@ -165,7 +163,7 @@ def compare(
         providers={"base": list(running[0]), "candidate": list(running[1])},
         engine=engine,
         batch_size=batch_size,
-        kl_op=KL_OP if job.library is not None else KL_NUMPY,
+        kl_op=models.KL_WAYS[models.kl_way(job.library)],
         data=os.fspath(data),
         rows=rows,
         timings={},

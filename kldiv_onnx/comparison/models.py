@@ -282,6 +282,21 @@ def kl_rows(
     return kl, agree
 
 
+KL_WAYS = {
+    "core": "native KLDivRows, called directly (kldiv_onnx._core)",
+    "session": "native KLDivRows op, in an onnxruntime session",
+    "numpy": "numpy float64 (native library not built)",
+}
+"""How the KL stage runs (:attr:`KLStage.path`), as reports name it."""
+
+
+def kl_way(library: str | None) -> str:
+    """The :data:`KL_WAYS` key of a :class:`KLStage` on ``library`` in this process."""
+    if library is None:
+        return "numpy"
+    return "core" if native.core() is not None else "session"
+
+
 class KLStage:
     """The KL model's outputs for one batch of both models' float32 ``(n, classes)`` outputs:
     the core called directly (:func:`kldiv_onnx.native.core`: no session, whose run from Python
@@ -296,14 +311,14 @@ class KLStage:
         self.kind = kind
         self.temperature = temperature
         self.threads = 0 if threads is None else threads
-        self.core = native.core() if library is not None else None
+        self.path = kl_way(library)
+        """How the batches go: a key of :data:`KL_WAYS`."""
+        self.core = native.core() if self.path == "core" else None
         self.session = None
-        if library is not None and self.core is None:
+        if self.path == "session":
             self.session = runtime.session(
                 model, providers=["CPUExecutionProvider"], threads=threads, fused=True
             )
-        self.path = "core" if self.core else "session" if self.session else "numpy"
-        """How the batches go: ``core``, ``session`` or ``numpy``."""
 
     def __call__(self, base: np.ndarray, candidate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.core is not None:
