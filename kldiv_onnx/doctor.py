@@ -47,6 +47,11 @@ def report() -> str:
     else:
         lines.append(f"native library: {path}, requests C API {native.api_version()}")
         lines.append(f"native kernel SIMD path: {native.active_target()}")
+        core = native.core()
+        lines.append(
+            "core module (compare's KL): "
+            + (f"kldiv_onnx._core, SIMD path {core.active_target()}" if core else "not built")
+        )
     lines.append(f"CPU SIMD: {native.simd_level()}")
     return "\n".join(lines)
 

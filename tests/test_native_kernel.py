@@ -208,6 +208,29 @@ def test_active_target_is_readable_with_ctypes(isa):
             assert target != "avx3"
 
 
+_CORE_TARGET = """
+import ctypes, sys
+from kldiv_onnx import native
+lib = ctypes.CDLL(native.library_path())
+lib.KLDivOnnxActiveTarget.restype = ctypes.c_char_p
+core = native.core()
+print(lib.KLDivOnnxActiveTarget().decode(), core.active_target() if core else None)
+"""
+
+
+@pytest.mark.parametrize("isa", [None, "avx2", "scalar", "sse9"])
+def test_the_core_module_takes_the_librarys_simd_path(isa):
+    """compare's core module applies KLDIV_ONNX_ISA as the library does; a value naming no path
+    leaves it out (the library then reports the error)."""
+    proc = _python(_CORE_TARGET, env={ISA_ENV_VAR: isa})
+    assert proc.returncode == 0, proc.stderr
+    library, core = proc.stdout.strip().rsplit(" ", 1)
+    if isa == "sse9":
+        assert library.startswith("error: ") and core == "None"
+    else:
+        assert core == library
+
+
 def test_unknown_isa_value_fails_registration():
     code = (
         "import onnxruntime as ort, sys\n"
