@@ -9,10 +9,18 @@ cd "$root"
 purpose=${1:-demo}
 
 # Highway's headers (vectorised log/exp of the native kernel): a Debian package, header-only use.
+# Python's headers (the kldiv_onnx._core module): python3-dev where this Python lacks them.
+packages=()
 if [ ! -f /usr/include/hwy/contrib/math/math-inl.h ] && [ -z "${HWY_INCLUDE_DIR:-}" ]; then
+  packages+=(libhwy-dev)
+fi
+if ! python3 -c 'import os, sysconfig, sys; sys.exit(not os.path.isfile(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then
+  packages+=(python3-dev)
+fi
+if [ ${#packages[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   $sudo apt-get update -qq
-  $sudo apt-get install -y -qq libhwy-dev >/dev/null
+  $sudo apt-get install -y -qq "${packages[@]}" >/dev/null
 fi
 # onnxruntime's C/C++ headers: not in its wheels; unpacked from Debian's libonnxruntime-dev.
 [ -n "${ORT_INCLUDE_DIR:-}" ] || bash scripts/fetch_ort_headers.sh
