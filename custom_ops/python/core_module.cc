@@ -35,9 +35,11 @@ int Cores() {
   return cores;
 }
 
+// Never destroyed: the workers end with the process (joining them from a static destructor
+// could hang a forked child, which has none of them; there Run does every task on the caller).
 kldiv::ThreadPool& Pool() {
-  static kldiv::ThreadPool pool(Cores() - 1);
-  return pool;
+  static kldiv::ThreadPool* pool = new kldiv::ThreadPool(Cores() - 1);
+  return *pool;
 }
 
 void RowKL(const Rows& base, const Rows& candidate, const std::string& kind, float temperature,
