@@ -5,6 +5,8 @@ argmax, thread independence, the same bits both ways, the numpy fallback, and th
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from onnx import TensorProto, helper
@@ -225,3 +227,17 @@ def test_bad_inputs_name_the_op_and_values():
         sess.run(None, {"base": a[:, :0], "candidate": a[:, :0]})
     empty = sess.run(None, {"base": a[:0], "candidate": a[:0]})
     assert empty[0].shape == (0,) and empty[1].shape == (0,)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_runs_the_core_module():
+    """After the module's pool has run, a forked child (none of its threads) gives the same
+    bits and exits."""
+    base, candidate = rows(4000, 10, 0.1, "logits")
+    want = run(base, candidate, way="core")
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        got = run(base, candidate, way="core")
+        os._exit(0 if np.array_equal(got[0], want[0]) else 3)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
