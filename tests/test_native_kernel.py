@@ -219,10 +219,11 @@ print(lib.KLDivOnnxActiveTarget().decode(), core.active_target() if core else No
 
 
 @pytest.mark.parametrize("isa", [None, "avx2", "scalar", "sse9"])
-def test_the_core_module_takes_the_librarys_simd_path(isa):
+def test_the_core_module_takes_the_librarys_simd_path(isa, tmp_path):
     """compare's core module applies KLDIV_ONNX_ISA as the library does; a value naming no path
-    leaves it out (the library then reports the error)."""
-    proc = _python(_CORE_TARGET, env={ISA_ENV_VAR: isa})
+    leaves it out (the library then reports the error). Run outside the source tree: the
+    installed package."""
+    proc = _python(_CORE_TARGET, env={ISA_ENV_VAR: isa}, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     library, core = proc.stdout.strip().rsplit(" ", 1)
     if isa == "sse9":
