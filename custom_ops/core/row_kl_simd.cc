@@ -1,7 +1,9 @@
 // row_kl_simd.cc: the per-row KL loops (row_kl.h), compiled for AVX-512 and AVX2 with Highway's
 // foreach_target like kldiv_simd.cc (simd_targets.h); each target's table (kldiv_kernels.h)
-// holds its loops. Per row: one pass for the max (and NaN, inf and sign checks), a short scan for
-// each argmax, and one pass that sums the weights, w u and w g(u) (row_kl.h) in double.
+// holds its loops. Rows of 128 classes or more, one at a time: one pass for the max (and NaN,
+// inf and sign checks), a short scan for each argmax, and one pass that sums the weights, w u
+// and w g(u) (row_kl.h) in double. Shorter rows, 8 or 16 at a time (ShortRows): transposed so
+// that each row is one lane, the same passes as vector operations.
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "row_kl_simd.cc"
