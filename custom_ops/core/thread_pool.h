@@ -2,7 +2,8 @@
 // have no onnxruntime thread pool (the kldiv_onnx._core Python module). The caller works too;
 // the workers sleep between calls (a condition variable) rather than spin, so that they leave
 // the cores to whatever runs between two calls (compare's model sessions, whose onnxruntime
-// pools spin). Plain C++17.
+// pools spin). Not OpenMP for that reason: its workers spin after each parallel region unless
+// the whole process sets OMP_WAIT_POLICY. Plain C++17.
 #ifndef KLDIV_CORE_THREAD_POOL_H_
 #define KLDIV_CORE_THREAD_POOL_H_
 
