@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import ctypes
+import functools
 import hashlib
 import importlib.metadata
 import os
@@ -129,18 +130,14 @@ def active_target() -> str:
     return function().decode(errors="replace")
 
 
-_CORE: list[ModuleType | None] = []
-
-
+@functools.cache
 def core() -> ModuleType | None:
     """``kldiv_onnx._core``, the numeric core's per-row KL called without onnxruntime (a
     nanobind module the wheel builds beside the library), with ``$KLDIV_ONNX_ISA`` applied as
     the library applies it; None where it is not built or the variable names no SIMD path (the
-    library then reports that). Imported once per process."""
-    if not _CORE:
-        cap = os.environ.get(ISA_ENV_VAR)
-        _CORE.append(None if _core is None or (cap and _core.cap_target(cap)) else _core)
-    return _CORE[0]
+    library then reports that). Decided once per process, as the SIMD path is."""
+    cap = os.environ.get(ISA_ENV_VAR)
+    return None if _core is None or (cap and _core.cap_target(cap)) else _core
 
 
 def _check(path: Path) -> str:
