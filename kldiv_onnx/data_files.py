@@ -1,10 +1,16 @@
-"""Reading a model's inputs from ``.npy``/``.npz`` files, checked against what it declares.
+"""A model's inputs, written once for ``run``, ``validate`` and ``compare``: what the model
+declares (names, dtypes, dims), seeded inputs for it, and its feeds read from ``.npy``/``.npz``
+files and checked against what it declares (``compare`` streams its data sets, ``.npz`` or
+Parquet, through :mod:`kldiv_onnx.comparison.data` and describes the models' inputs with
+:func:`elem_dtype` and :func:`declared_dims`).
 
-``np.save`` of an ``ml_dtypes.bfloat16`` array stores it as 2-byte void data (``|V2``): such
-data is read as bfloat16 wherever the model input is bfloat16, and bfloat16 outputs saved with
-``np.savez`` read back the same way. Every mismatch (an unknown or missing input name, one file
-too many, a dtype, a rank or a static dim other than the model's) is a ``ValueError`` or
-``TypeError`` naming the input, what the model expects and what was given.
+ONNX's bfloat16 is ``ml_dtypes.bfloat16`` everywhere (:func:`elem_dtype`; onnx before 1.19 maps
+it to a ``uint16`` stand-in). ``np.save`` of an ``ml_dtypes.bfloat16`` array stores it as
+2-byte void data (``|V2``): such data is read as bfloat16 wherever the model input is
+bfloat16, and bfloat16 outputs saved with ``np.savez`` read back the same way. Every mismatch
+(an unknown or missing input name, one file too many, a dtype, a rank or a static dim other than
+the model's) is a ``ValueError`` or ``TypeError`` naming the input, what the model expects and
+what was given.
 """
 
 from __future__ import annotations
@@ -16,8 +22,9 @@ from typing import Any
 import numpy as np
 import onnx
 
-from ._contract import DTYPES
+from ._contract import DOMAIN, DTYPES, variant_of
 from .model_io import check_input_file
+from .reference import sample
 
 _ORT_TYPES = {"float": "float32", "double": "float64"}
 """onnxruntime's element type names where they differ from numpy's."""
@@ -44,26 +51,75 @@ def session_inputs(sess: Any) -> list[InputSpec]:
     return [InputSpec(i.name, ort_dtype(i.type), tuple(i.shape)) for i in sess.get_inputs()]
 
 
+def elem_dtype(elem_type: int) -> np.dtype | None:
+    """The numpy dtype of an ONNX element type (bfloat16: ``ml_dtypes.bfloat16``), None for an
+    undefined type or one numpy cannot hold."""
+    if elem_type == onnx.TensorProto.BFLOAT16:
+        return DTYPES["bfloat16"]
+    if not elem_type:
+        return None
+    try:
+        return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
+    except (KeyError, TypeError):
+        return None
+
+
+def declared_dims(tensor: onnx.TypeProto.Tensor) -> tuple[int | str | None, ...] | None:
+    """A tensor type's dims (ints, dim names, or None for an unnamed dim); None for an unknown
+    rank."""
+    if not tensor.HasField("shape"):
+        return None
+    return tuple(
+        d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor.shape.dim
+    )
+
+
 def declared_inputs(model: onnx.ModelProto) -> list[InputSpec]:
-    """The graph inputs of a model that are not initializers."""
+    """The graph inputs of a model that are not initializers (``ValueError`` for an element
+    type with no numpy dtype)."""
     initializers = {i.name for i in model.graph.initializer}
     specs = []
     for vi in model.graph.input:
         if vi.name in initializers:
             continue
         tensor = vi.type.tensor_type
-        elem = tensor.elem_type
-        dtype = (
-            DTYPES["bfloat16"]
-            if elem == onnx.TensorProto.BFLOAT16
-            else np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem))
-        )
-        dims = tuple(
-            d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
-            for d in tensor.shape.dim
-        )
-        specs.append(InputSpec(vi.name, dtype, dims))
+        dtype = elem_dtype(tensor.elem_type)
+        if dtype is None:
+            raise ValueError(
+                f"input {vi.name!r}: element type {tensor.elem_type} has no numpy dtype"
+            )
+        dims = declared_dims(tensor)
+        specs.append(InputSpec(vi.name, dtype, () if dims is None else dims))
     return specs
+
+
+def sample_feeds(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded inputs for ``model``: log-probabilities and (log-)probabilities for the inputs
+    that feed a KLDivLoss node directly, standard normal values elsewhere (0/1 for integers,
+    False for booleans); dims other than fixed ones of size 4."""
+    rng = np.random.default_rng(seed)
+    roles: dict[str, str] = {}
+    for node in model.graph.node:
+        variant = variant_of(node.op_type)
+        if node.domain == DOMAIN and variant is not None and len(node.input) == 2:
+            roles.setdefault(node.input[0], "log_probs")
+            roles.setdefault(node.input[1], "log_probs" if variant.log_target else "probs")
+    position = {vi.name: i for i, vi in enumerate(model.graph.input)}
+    feeds: dict[str, np.ndarray] = {}
+    for spec in declared_inputs(model):
+        shape = tuple(d if isinstance(d, int) else 4 for d in spec.dims)
+        role = roles.get(spec.name)
+        if role is not None and spec.dtype in DTYPES.values():
+            log_p, probs = sample(shape, np.dtype(np.float64), seed + position[spec.name])
+            value = log_p if role == "log_probs" else probs
+        elif np.issubdtype(spec.dtype, np.integer):
+            value = rng.integers(0, 2, size=shape)
+        elif spec.dtype == np.bool_:
+            value = np.zeros(shape, bool)
+        else:
+            value = rng.standard_normal(shape)
+        feeds[spec.name] = np.asarray(value).astype(spec.dtype)
+    return feeds
 
 
 def _read(path: str) -> dict[str | None, np.ndarray] | np.ndarray:

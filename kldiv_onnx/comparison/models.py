@@ -29,6 +29,7 @@ from onnx import TensorProto, helper
 
 from .. import native, runtime
 from .._contract import DEFAULT_OPSET, DOMAIN, DOMAIN_VERSION, IR_VERSION, ROW_KINDS, ROWS_OP
+from ..data_files import declared_dims, elem_dtype
 from ..model_io import load_model
 from .data import Column
 
@@ -65,20 +66,7 @@ def _dim(d: Dim) -> str:
 
 def _tensor(value: onnx.ValueInfoProto) -> Tensor:
     t = value.type.tensor_type
-    dtype = None
-    if t.elem_type:
-        try:
-            dtype = np.dtype(helper.tensor_dtype_to_np_dtype(t.elem_type))
-        except (KeyError, TypeError):
-            dtype = None
-        if t.elem_type == TensorProto.BFLOAT16:
-            dtype = np.dtype(ml_dtypes.bfloat16)
-    if not t.HasField("shape"):
-        return Tensor(dtype, None)
-    dims = tuple(
-        d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim
-    )
-    return Tensor(dtype, dims)
+    return Tensor(elem_dtype(t.elem_type), declared_dims(t))
 
 
 @dataclass

@@ -4,7 +4,7 @@ An adapter names one way of running an ONNX model and knows three things about i
 can run here at all (:meth:`Runtime.unavailable`), whether it can run a given model
 (:meth:`Runtime.unsupported`), and how to load a model into a function from numpy feeds to
 numpy outputs (:meth:`Runtime.load`). Adding a runtime is one file: a subclass, listed in
-:data:`kldiv_onnx.runtimes.ADAPTERS`.
+:data:`kldiv_onnx.runtimes.ADAPTERS` (or :data:`~kldiv_onnx.runtimes.FRAMEWORKS`).
 """
 
 from __future__ import annotations
@@ -20,6 +20,11 @@ from .._contract import DOMAIN, GENERIC_OP
 
 Runner = Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]
 """``run(feeds) -> outputs``: feeds by graph input name, outputs in graph output order."""
+
+
+class Unsupported(Exception):
+    """Raised by a runner for inputs its runtime does not take (e.g. MindSpore's ``ops.kl_div``
+    on unequal shapes): a case reported "not supported", never as agreeing or as an error."""
 
 
 class Runtime:
@@ -44,7 +49,8 @@ class Runtime:
         return None
 
     def load(self, model: onnx.ModelProto) -> Runner:
-        """Prepare ``model`` and return its runner (errors are the runtime's own)."""
+        """Prepare ``model`` and return its runner (errors are the runtime's own;
+        :class:`Unsupported` for inputs it does not take)."""
         raise NotImplementedError
 
     def version(self) -> str | None:
