@@ -171,6 +171,52 @@ def test_bfloat16_data_files_round_trip(tmp_path, capfd):
     assert "loss bfloat16" in capfd.readouterr().out
 
 
+def test_model_inputs_are_described_once():
+    """One description of a model's inputs for run, validate and compare: bfloat16 as
+    ml_dtypes' type, dim names kept, an unknown rank told apart from a 0-d input."""
+    from onnx import TensorProto, helper
+
+    from kldiv_onnx.comparison.models import load
+    from kldiv_onnx.data_files import declared_dims, declared_inputs, elem_dtype
+
+    assert elem_dtype(TensorProto.BFLOAT16) == BF16
+    assert elem_dtype(TensorProto.FLOAT16) == np.float16
+    assert elem_dtype(TensorProto.UNDEFINED) is None
+    model = build_model("sum", dtype="bfloat16", input_shape=["n", 5], target_shape=[5])
+    specs = declared_inputs(model)
+    assert [(s.name, s.dtype, s.dims) for s in specs] == [
+        ("input", BF16, ("n", 5)),
+        ("target", BF16, (5,)),
+    ]
+    info = load(model, "base")
+    assert info.inputs["input"].dtype == BF16 and info.inputs["input"].dims == ("n", 5)
+    unknown = helper.make_tensor_value_info("x", TensorProto.FLOAT, None)
+    assert declared_dims(unknown.type.tensor_type) is None
+    scalar = helper.make_tensor_value_info("x", TensorProto.FLOAT, [])
+    assert declared_dims(scalar.type.tensor_type) == ()
+    untyped = helper.make_model(
+        helper.make_graph(
+            [], "g", [helper.make_tensor_value_info("x", TensorProto.UNDEFINED, [1])], []
+        )
+    )
+    with pytest.raises(ValueError, match="'x': element type 0"):
+        declared_inputs(untyped)
+
+
+@pytest.mark.parametrize("log_target", [False, True])
+def test_sample_feeds_are_distributions_where_they_feed_the_loss(log_target):
+    from kldiv_onnx.data_files import sample_feeds
+
+    model = build_model("sum", log_target, "float16", input_shape=["n", 6])
+    feeds = sample_feeds(model, seed=2)
+    x, t = feeds["input"], feeds["target"]
+    assert x.dtype == t.dtype == np.float16 and x.shape == t.shape == (4, 6)
+    probs = np.exp(t.astype(np.float64)) if log_target else t.astype(np.float64)
+    np.testing.assert_allclose(np.exp(x.astype(np.float64)).sum(axis=-1), 1.0, rtol=1e-2)
+    np.testing.assert_allclose(probs.sum(axis=-1), 1.0, rtol=1e-2)
+    assert np.array_equal(sample_feeds(model, seed=2)["input"], x)
+
+
 @pytest.fixture
 def data(tmp_path: Path) -> Path:
     onnx.save(build_model("batchmean", input_shape=[2, 3]), tmp_path / "m.onnx")
