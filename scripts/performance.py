@@ -304,8 +304,8 @@ def _reading(result: dict[str, Any]) -> list[str]:
         mark = {b: " (the faster read here)" if b == faster else "" for b in reads}
         parts.append(
             f"it takes {reads['numpy-read']:.2f}× the time numpy needs to read both inputs once"
-            f"{mark['numpy-read']} and {reads['torch-read']:.2f}× torch's read (`x.sum(); "
-            f"t.sum()`){mark['torch-read']}"
+            f"{mark['numpy-read']} and {reads['torch-read']:.2f}× torch's read, `x.sum(); "
+            f"t.sum()`{mark['torch-read']}"
         )
     targets = result["summary"]["targets"]
     halves = [
@@ -506,8 +506,8 @@ def render(
         "buffers), output allocated by the call. Peak extra memory: the call's peak resident-set "
         "growth (`VmHWM` after a `clear_refs` reset), onnxruntime with its CPU arena off. "
         f"Load average {_fmt_load(m.get('loadavg'))} at the start, "
-        f"{_fmt_load(m.get('loadavg_end'))} at the end. This machine is shared and virtualised: "
-        "the load moves these figures from run to run, the memory-bound ratios most.",
+        f"{_fmt_load(m.get('loadavg_end'))} at the end: on a shared machine the load moves these "
+        "figures from run to run, the memory-bound ratios most.",
         "",
     ]
     if result["points"]:
