@@ -6,6 +6,8 @@
 # threads up to the core count, and the kernel-in-cache section. Needs python3 with numpy, onnx,
 # onnxscript, ml_dtypes, onnxruntime and torch.
 # Usage: scripts/thread_scaling.sh OUT_DIR [LOG2_SIZES, default 24,26,28]
+# OUT_DIR copied to docs/bench-16core becomes the "On 16 cores" section of docs/performance.md
+# (python scripts/performance.py).
 set -euo pipefail
 out=${1:?usage: scripts/thread_scaling.sh OUT_DIR [LOG2_SIZES]}
 sizes=${2:-24,26,28}
@@ -38,6 +40,6 @@ done
 lscpu > "$out/lscpu.txt" || true
 python3 -m kldiv_onnx bench --log2-sizes "$sizes" --dtypes float32 --reductions batchmean \
   --threads "$list" --backends fused,numpy-read,torch-read --no-memory --no-overhead \
-  --no-kernel-log --no-progress --json "$out/scaling.json" --markdown "$out/scaling.md"
+  --no-kernel-log --no-progress --json "$out/scaling.json"
 python3 -m kldiv_onnx bench --kernel-log-only --no-progress --json "$out/kernel_log.json" \
   > "$out/kernel_log.txt"

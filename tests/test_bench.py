@@ -1,6 +1,7 @@
-"""``kldiv-onnx bench``: the --quick run writes well-formed JSON, PNG and markdown; backends that
-cannot run are reported as skipped; output paths are checked before measuring and written
-atomically. Nothing here asserts anything about time."""
+"""``kldiv-onnx bench``: the --quick run writes well-formed JSON and PNG, and
+``scripts/performance.py`` turns its JSON into the performance page; backends that cannot run are
+reported as skipped; output paths are checked before measuring and written atomically. Nothing
+here asserts anything about time."""
 
 from __future__ import annotations
 
@@ -13,11 +14,17 @@ import sys
 import numpy as np
 import pytest
 
-from kldiv_onnx import api, bench, native
+from kldiv_onnx import api, native
 from kldiv_onnx._contract import DTYPES
-from kldiv_onnx.bench.report import fmt_size
+from kldiv_onnx.bench import config, kernel_log, machine, measure, report
+from kldiv_onnx.bench.config import fmt_size
 from kldiv_onnx.cli import bench as bench_cli
 from kldiv_onnx.cli import main
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "scripts"))
+import performance  # scripts/performance.py, on the path above
+
+DOCS = pathlib.Path(__file__).resolve().parent.parent / "docs"
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 STATS = ("median_s", "q1_s", "q3_s", "min_s", "max_s", "ns_per_element", "input_gb_per_s")
@@ -31,16 +38,23 @@ def _has(module: str) -> bool:
     return True
 
 
+def _page(json_path, md_path, png_path, more_cores="none") -> str:
+    """``scripts/performance.py`` on a result: the page's text (the plot linked, not drawn)."""
+    argv = ["--json", str(json_path), "--out", str(md_path), "--plot", str(png_path)]
+    assert performance.main([*argv, "--no-plot", "--more-cores", str(more_cores)]) == 0
+    return pathlib.Path(md_path).read_text()
+
+
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
-    """One --quick run through the command line, shared by the checks below."""
+    """One --quick run through the command line and its page, shared by the checks below."""
     folder = tmp_path_factory.mktemp("bench")
     paths = {k: folder / f"bench.{k}" for k in ("json", "png", "md")}
     argv = ["bench", "--quick", "--no-progress", "--json", str(paths["json"])]
-    argv += ["--markdown", str(paths["md"])]
     if _has("matplotlib"):
         argv += ["--plot", str(paths["png"])]
     assert main(argv) == 0
+    _page(paths["json"], paths["md"], paths["png"])
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         p.name for p in paths.values() if p.exists()
     )  # no temporary file left behind
@@ -49,10 +63,10 @@ def quick(tmp_path_factory):
 
 def test_quick_json_has_every_point(quick):
     _, result = quick
-    assert result["schema"] == bench.SCHEMA
+    assert result["schema"] == config.SCHEMA
     cfg = result["config"]
-    assert tuple(cfg["sizes"]) == bench.QUICK_SIZES
-    assert tuple(cfg["backends"]) == bench.BACKENDS
+    assert tuple(cfg["sizes"]) == config.QUICK_SIZES
+    assert tuple(cfg["backends"]) == config.BACKENDS
     expected = {
         (b, d, r, t, s)
         for b in cfg["backends"]
@@ -112,10 +126,10 @@ def test_quick_call_overhead(quick):
     section = result["call_overhead"]
     assert section["threads"] == 1 and section["reduction"] == "batchmean"
     assert section["api_backend"] == ("fused" if native.available() else "composite")
-    assert [tuple(r["shape"]) for r in section["rows"]] == list(bench.OVERHEAD_SHAPES)
+    assert [tuple(r["shape"]) for r in section["rows"]] == list(config.OVERHEAD_SHAPES)
     for row in section["rows"]:
         assert row["us"]["api"] > 0 and row["us"]["kl_div"] > 0 and row["us"]["session"] > 0
-        assert row["target"] == bench.OVERHEAD_TARGETS[tuple(row["shape"])]
+        assert row["target"] == config.OVERHEAD_TARGETS[tuple(row["shape"])]
         if _has("torch"):
             assert row["us"]["torch-eager"] > 0
             ratio = row["us"]["api"] / row["us"]["torch-eager"]
@@ -124,7 +138,7 @@ def test_quick_call_overhead(quick):
             assert row["met"] == (worst <= row["target"])
             key = "api_vs_torch_eager_" + "x".join(map(str, row["shape"]))
             assert result["summary"]["targets"][key]["value"] == pytest.approx(worst)
-    table = bench.format_table(result)
+    table = report.format_table(result)
     assert "call overhead: float32 batchmean, 1 thread" in table
     assert "API / torch eager (2, 2), 1 thread (time)" in table
     assert "kldiv-onnx bench --quick --no-progress --json" in result["command"]
@@ -150,10 +164,14 @@ def test_quick_plot_is_png(quick):
 
 
 def test_quick_markdown(quick):
+    """The page scripts/performance.py writes from the --quick JSON."""
     paths, result = quick
     text = paths["md"].read_text()
-    assert text.startswith("## Performance")
+    assert text.startswith("# Performance")
+    assert performance.command_as_run(result["command"]) == result["command"]
     assert result["command"] in text
+    if paths["png"].exists():
+        assert "](bench.png)" in text  # the plot beside the page, linked
     assert "| fused |" in text and "| numpy-read |" in text and "| api |" in text
     assert "Call overhead:" in text and "| (2, 2) |" in text and "| (64, 1000) |" in text
     # the thread-scaling table: every size at every thread count, ratios from the same medians
@@ -194,7 +212,7 @@ def test_unavailable_backends_are_skipped(monkeypatch, capsys, request):
     monkeypatch.setattr(native, "library_path", missing)
     monkeypatch.setattr(native, "available", lambda: False)
     monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` raises ImportError
-    cfg = bench.Config(
+    cfg = config.Config(
         sizes=(1024,),
         dtypes=("float32",),
         reductions=("batchmean",),
@@ -203,7 +221,7 @@ def test_unavailable_backends_are_skipped(monkeypatch, capsys, request):
         max_repeats=2,
         budget_s=0.0,
     )
-    result = bench.run_benchmark(cfg, progress=False)
+    result = measure.run_benchmark(cfg, progress=False)
     skipped = {s["backend"]: s["reason"] for s in result["skipped"]}
     assert set(skipped) == {"fused", "torch-export", "torch-eager", "torch-read"}
     assert "native library" in skipped["fused"] and "torch" in skipped["torch-eager"]
@@ -212,7 +230,7 @@ def test_unavailable_backends_are_skipped(monkeypatch, capsys, request):
         assert status[name]["status"] == "skipped" and status[name]["median_s"] is None
     assert status["composite"]["status"] == status["numpy-read"]["status"] == "ok"
     assert status["api"]["status"] == "ok"
-    table = bench.format_table(result)
+    table = report.format_table(result)
     assert "skipped fused" in table and "skipped torch-eager" in table
     assert result["summary"]["targets"]["fused_vs_torch_export"]["met"] is None
     section = result["call_overhead"]
@@ -243,7 +261,7 @@ def test_bad_arguments_exit_2(argv, capsys):
 
 
 def test_peak_memory_sees_an_allocation():
-    memory = bench.PeakMemory()
+    memory = machine.PeakMemory()
     if not memory.available:
         pytest.skip(memory.reason)
     for size in (64 << 20, 8 << 20, 8 << 20):  # the second 8 MiB reuses freed heap pages
@@ -267,7 +285,7 @@ def _one_line_exit_2(argv, capsys) -> str:
     return err
 
 
-@pytest.mark.parametrize("option", ["--json", "--markdown", "--plot"])
+@pytest.mark.parametrize("option", ["--json", "--plot"])
 def test_unwritable_outputs_refused_before_measuring(option, tmp_path, monkeypatch, capsys):
     """/dev/full, a folder, a missing folder: one line, exit 2, and nothing measured."""
     _no_measuring(monkeypatch)
@@ -293,16 +311,21 @@ def test_read_only_folder_refused_before_measuring(tmp_path, monkeypatch, capsys
 def test_same_output_twice_refused(tmp_path, monkeypatch, capsys):
     _no_measuring(monkeypatch)
     out = str(tmp_path / "b.out")
-    err = _one_line_exit_2(["bench", "--quick", "--json", out, "--markdown", out], capsys)
+    err = _one_line_exit_2(["bench", "--quick", "--json", out, "--plot", out], capsys)
     assert "same file" in err
 
 
 def test_failed_write_leaves_old_file_and_writes_the_others(quick, tmp_path, monkeypatch, capsys):
     """A full disk while writing --json (after measuring): the old JSON is intact, no partial
-    or temporary file remains, --markdown is still written; one line, exit 2."""
+    or temporary file remains, --plot is still written; one line, exit 2."""
     _, result = quick
     monkeypatch.setattr(bench_cli, "run_benchmark", lambda *a, **k: json.loads(json.dumps(result)))
-    target, md = tmp_path / "b.json", tmp_path / "b.md"
+
+    def plot(result, path, *, format=None):  # no matplotlib needed: a file the size of a plot
+        pathlib.Path(path).write_bytes(PNG_SIGNATURE + bytes(20_000))
+
+    monkeypatch.setattr(bench_cli, "plot", plot)
+    target, png = tmp_path / "b.json", tmp_path / "b.png"
     target.write_text("old\n")
     real = pathlib.Path.write_bytes
 
@@ -313,12 +336,12 @@ def test_failed_write_leaves_old_file_and_writes_the_others(quick, tmp_path, mon
         return real(self, data)
 
     monkeypatch.setattr(pathlib.Path, "write_bytes", full_disk)
-    argv = ["bench", "--quick", "--no-progress", "--json", str(target), "--markdown", str(md)]
+    argv = ["bench", "--quick", "--no-progress", "--json", str(target), "--plot", str(png)]
     err = _one_line_exit_2(argv, capsys)
     assert "No space left on device" in err and str(target) in err
     assert target.read_text() == "old\n"
-    assert md.read_text().startswith("## Performance")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.json", "b.md"]
+    assert png.read_bytes() == PNG_SIGNATURE + bytes(20_000)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.json", "b.png"]
 
 
 def test_failed_plot_leaves_nothing(quick, tmp_path, monkeypatch, capsys):
@@ -355,11 +378,12 @@ def test_compare_section(tmp_path, capsys):
     argv = ["bench", "--quick", "--no-memory", "--no-overhead", "--no-progress"]
     argv += ["--backends", "fused", "--dtypes", "float32", "--reductions", "batchmean"]
     md = tmp_path / "perf.md"
-    assert main([*argv, "--compare", "local", "--json", str(out), "--markdown", str(md)]) == 0
+    assert main([*argv, "--compare", "local", "--json", str(out)]) == 0
     text = capsys.readouterr().out
     assert "KL stage vs reading both output batches once (KL op: native KLDivRows, called " in text
     section = json.loads(out.read_text())["compare"]
-    table = [line for line in md.read_text().splitlines() if line.startswith("| logits |")]
+    page = _page(out, md, tmp_path / "none.png")
+    table = [line for line in page.splitlines() if line.startswith("| logits |")]
     assert [line.split("|")[2].strip() for line in table] == ["10", "1000"]
     assert {r["classes"] for r in section["kl_stage"]} == {10, 1000}
     assert all(r["read_s"] > 0 and r["kl_s"] > 0 for r in section["kl_stage"])
@@ -395,9 +419,9 @@ def test_faster_read_bound(quick):
 
 
 def _kernel_log_rows_sane(section, torch_expected):
-    assert section["target"] == bench.KERNEL_LOG_TARGET == 1.0
-    assert section["target_size"] == bench.KERNEL_LOG_TARGET_SIZE == 2**18
-    assert [r["isa"] for r in section["rows"]] == list(bench.KERNEL_LOG_ISAS)
+    assert section["target"] == kernel_log.KERNEL_LOG_TARGET == 1.0
+    assert section["target_size"] == kernel_log.KERNEL_LOG_TARGET_SIZE == 2**18
+    assert [r["isa"] for r in section["rows"]] == list(kernel_log.KERNEL_LOG_ISAS)
     simd = native.simd_level()
     for row in section["rows"]:
         assert row["status"] in ("ok", "unsupported", "skipped", "failed"), row
@@ -410,17 +434,17 @@ def _kernel_log_rows_sane(section, torch_expected):
             continue
         assert row["active"] == row["isa"]  # the subprocess ran the target it was given
         assert [p["size"] for p in row["sizes"]] == section["sizes"]
-        assert all(row["session_us"][r] > 0 for r in bench.KERNEL_LOG_REDUCTIONS)
+        assert all(row["session_us"][r] > 0 for r in kernel_log.KERNEL_LOG_REDUCTIONS)
         for at in row["sizes"]:
             ns = at["ns_per_element"]
-            assert all(0 < ns[r] < 1e4 for r in bench.KERNEL_LOG_REDUCTIONS), at
+            assert all(0 < ns[r] < 1e4 for r in kernel_log.KERNEL_LOG_REDUCTIONS), at
             if torch_expected:
                 assert ns["torch.log"] > 0
-                for r in bench.KERNEL_LOG_REDUCTIONS:
+                for r in kernel_log.KERNEL_LOG_REDUCTIONS:
                     assert at["over_log"][r] == pytest.approx(ns[r] / ns["torch.log"])
             else:
                 assert ns["torch.log"] is None and row["torch"] == "not installed"
-                assert all(at["over_log"][r] is None for r in bench.KERNEL_LOG_REDUCTIONS)
+                assert all(at["over_log"][r] is None for r in kernel_log.KERNEL_LOG_REDUCTIONS)
 
 
 def test_quick_kernel_log(quick):
@@ -428,8 +452,8 @@ def test_quick_kernel_log(quick):
     torch.log side by side at each size, and the targets judged at 2**18."""
     paths, result = quick
     section = result["kernel_log"]
-    assert section["rounds"] == bench.quick_config().kernel_log_rounds
-    assert section["sizes"] == list(bench.KERNEL_LOG_SIZES)
+    assert section["rounds"] == config.quick_config().kernel_log_rounds
+    assert section["sizes"] == list(kernel_log.KERNEL_LOG_SIZES)
     _kernel_log_rows_sane(section, _has("torch"))
     targets = result["summary"]["targets"]
     # judged: AVX-512 batchmean (the whole loss for one log); none and AVX2 are reported only
@@ -445,7 +469,7 @@ def test_quick_kernel_log(quick):
     else:
         assert check["value"] == pytest.approx(at["over_log"]["batchmean"])
         assert check["met"] == (check["value"] <= 1.0)
-    table = bench.format_table(result)
+    table = report.format_table(result)
     assert "kernel in cache vs torch.log: float32, 1 thread" in table
     assert "fused avx3 batchmean / torch.log (2**18)" in table
     text = paths["md"].read_text()
@@ -458,8 +482,6 @@ def test_kernel_log_worker_without_torch(monkeypatch):
     """Without torch the worker still times the fused op; torch.log reads "not installed"."""
     if not native.available():
         pytest.skip("native library not built")
-    from kldiv_onnx.bench import kernel_log
-
     monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` raises ImportError
     row = kernel_log._worker(1, (1024,))
     assert row["status"] == "ok" and row["torch"] == "not installed"
@@ -475,7 +497,7 @@ def test_kernel_log_worker_without_torch(monkeypatch):
     }
     at = row["sizes"][0]
     assert at["ns_per_element"]["torch.log"] is None and at["over_log"]["batchmean"] is None
-    text = bench.format_kernel_log({"kernel_log": section})
+    text = report.format_kernel_log({"kernel_log": section})
     assert "not installed" in text
 
 
@@ -490,3 +512,45 @@ def test_kernel_log_only(tmp_path, capsys):
     assert "--kernel-log-only" in result["command"]
     _kernel_log_rows_sane(result["kernel_log"], _has("torch"))
     assert main(["bench", "--kernel-log-only", "--no-kernel-log"]) == 2
+
+
+# --- scripts/performance.py: the page from the JSON ---------------------------------------
+
+
+def test_performance_page_is_generated_from_the_json():
+    """docs/performance.md is what the script makes of docs/bench.json and docs/bench-16core:
+    regenerated, not edited by hand."""
+    result = json.loads((DOCS / "bench.json").read_text())
+    page = performance.render(result, "docs/bench.json", "bench.png", DOCS / "bench-16core")
+    assert page == (DOCS / "performance.md").read_text()
+    assert "## On 16 cores" in page and "| 2**28 | 16 |" in page
+
+
+@pytest.mark.parametrize("option", ["--out", "--plot"])
+def test_performance_script_refuses_bad_outputs(option, tmp_path, capsys):
+    """/dev/full, a folder, a missing folder, or both outputs the same file: one line on
+    stderr, exit 2, nothing written."""
+    other = "--plot" if option == "--out" else "--out"
+    base = ["--json", str(DOCS / "bench.json"), other, str(tmp_path / "other")]
+    for path in ("/dev/full", str(tmp_path), str(tmp_path / "missing" / "out")):
+        assert performance.main([*base, option, path]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("performance.py: error:") and err.count("\n") == 1, err
+        assert path in err
+    same = str(tmp_path / "same")
+    assert (
+        performance.main(["--json", str(DOCS / "bench.json"), "--out", same, "--plot", same]) == 2
+    )
+    assert "same file" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_performance_script_refuses_a_bad_json(tmp_path, capsys):
+    bad = tmp_path / "bench.json"
+    bad.write_text("{not json")
+    for source in (bad, tmp_path / "missing.json", tmp_path):
+        argv = ["--json", str(source), "--out", str(tmp_path / "p.md"), "--no-plot"]
+        assert performance.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("performance.py: error:") and err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.json"]

@@ -14,7 +14,7 @@ from pathlib import Path
 import kldiv_onnx
 
 ROOT = Path(kldiv_onnx.__file__).resolve().parent
-ENTRY_POINTS = {"kldiv_onnx.__main__", "kldiv_onnx.bench.__main__"}
+ENTRY_POINTS = {"kldiv_onnx.__main__"}
 
 
 def _module_name(path: Path) -> str:

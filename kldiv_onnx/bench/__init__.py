@@ -18,8 +18,10 @@ Backends (each skipped with a note when it cannot run here, never faked):
 What is timed: one call with the inputs already in place. onnxruntime runs through an IOBinding
 whose inputs are pre-bound ``OrtValue``s over the numpy buffers (no copy, no dtype conversion)
 and whose output is bound to the CPU device, so onnxruntime allocates it in each run as torch
-does; torch gets zero-copy ``from_numpy`` tensors. Per point: warm-up runs, then repeats until
-both a minimum count and a time budget are reached; the median, quartiles and min/max are kept.
+does; torch gets zero-copy ``from_numpy`` tensors. Every timing goes through :mod:`.timer` (which
+also says what each figure means). Per point: warm-up runs, then repeats until both a minimum
+count and a time budget are reached; the median, quartiles and min/max are kept, and the
+median is the one compared.
 
 Call overhead (``call_overhead`` in the JSON, skipped without the ``api`` backend or with
 ``Config.overhead`` off): float32 ``batchmean`` at (2, 2) and (64, 1000), one thread, the API
@@ -41,103 +43,18 @@ and a call shows no growth. Where the kernel cannot do this, the field is ``None
 Kernel in cache vs ``torch.log`` (``kernel_log`` in the JSON, skipped with ``Config.kernel_log``
 off): the fused float32 op (``batchmean`` and ``none``) against ``torch.log(t, out=o)``, one
 thread, at 2**14, 2**16 and 2**18 elements, per SIMD target the CPU supports (one subprocess
-each, ``$KLDIV_ONNX_ISA``), best of alternating rounds; at 2**18 fused / torch.log of AVX-512
+each, ``$KLDIV_ONNX_ISA``; a target the core does not dispatch here is reported unsupported),
+the fastest of alternating rounds; at 2**18 fused / torch.log of AVX-512
 ``batchmean`` is checked against :data:`~.kernel_log.KERNEL_LOG_TARGET` (1.0: the whole loss
 for the price of one log); ``none`` and AVX2 are reported.
 See :mod:`.kernel_log`.
 
-Layout: :mod:`.config` (what to measure), :mod:`.measure` (machine, memory probe, backends,
-timing, the runner: :func:`run_benchmark`), :mod:`.kernel_log` (the kernel-in-cache section),
-:mod:`.report` (ratios, targets, terminal tables, markdown, plot); the command is in
-:mod:`kldiv_onnx.cli.bench`.
+Layout: :mod:`.config` (what to measure), :mod:`.timer` (warm-up, repeats, the figures),
+:mod:`.machine` (machine info, the memory probe), :mod:`.backends` (each backend's call),
+:mod:`.measure` (the runner: :func:`~.measure.run_benchmark`), :mod:`.overhead` (the
+call-overhead section), :mod:`.kernel_log` (the kernel-in-cache section), :mod:`.compare`
+(``--compare``: ``compare``'s KL stage and samples/s), :mod:`.verdicts` (ratios and targets),
+:mod:`.report` (terminal tables), :mod:`.plot` (the throughput plot); the command is in
+:mod:`kldiv_onnx.cli.bench`. The package writes no markdown: ``scripts/performance.py`` turns a
+result's JSON into ``docs/performance.md``.
 """
-
-from .config import (
-    BACKENDS,
-    BENCH_REDUCTIONS,
-    CLASSES,
-    DTYPE_NAMES,
-    FULL_SIZES,
-    OVERHEAD_SHAPES,
-    OVERHEAD_TARGETS,
-    QUICK_SIZES,
-    SCHEMA,
-    Config,
-    quick_config,
-    shape_of,
-)
-from .kernel_log import (
-    KERNEL_LOG_ISAS,
-    KERNEL_LOG_REDUCTIONS,
-    KERNEL_LOG_SIZES,
-    KERNEL_LOG_TARGET,
-    KERNEL_LOG_TARGET_SIZE,
-    kernel_vs_log,
-)
-from .measure import (
-    READ_CHUNK_BYTES,
-    PeakMemory,
-    Point,
-    call_overhead,
-    machine_info,
-    run_benchmark,
-    torch_export_model,
-)
-from .report import (
-    HALF_SLACK,
-    TARGET,
-    TARGET_READ_RATIO,
-    TARGET_SPEEDUP,
-    format_kernel_log,
-    format_memory,
-    format_overhead,
-    format_summary,
-    format_table,
-    markdown,
-    plot,
-    ratios,
-    summarize,
-    target_rows,
-)
-
-__all__ = [
-    "BACKENDS",
-    "BENCH_REDUCTIONS",
-    "CLASSES",
-    "DTYPE_NAMES",
-    "FULL_SIZES",
-    "HALF_SLACK",
-    "KERNEL_LOG_ISAS",
-    "KERNEL_LOG_REDUCTIONS",
-    "KERNEL_LOG_SIZES",
-    "KERNEL_LOG_TARGET",
-    "KERNEL_LOG_TARGET_SIZE",
-    "OVERHEAD_SHAPES",
-    "OVERHEAD_TARGETS",
-    "QUICK_SIZES",
-    "READ_CHUNK_BYTES",
-    "SCHEMA",
-    "TARGET",
-    "TARGET_READ_RATIO",
-    "TARGET_SPEEDUP",
-    "Config",
-    "PeakMemory",
-    "Point",
-    "call_overhead",
-    "format_kernel_log",
-    "format_memory",
-    "format_overhead",
-    "format_summary",
-    "format_table",
-    "kernel_vs_log",
-    "machine_info",
-    "markdown",
-    "plot",
-    "quick_config",
-    "ratios",
-    "run_benchmark",
-    "shape_of",
-    "summarize",
-    "target_rows",
-    "torch_export_model",
-]

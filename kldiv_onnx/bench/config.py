@@ -94,3 +94,9 @@ def quick_config() -> Config:
         overhead_rounds=5,
         kernel_log_rounds=5,
     )
+
+
+def fmt_size(size: int) -> str:
+    """A size as '2**k' when it is a power of two."""
+    exp = size.bit_length() - 1
+    return f"2**{exp}" if size == 1 << exp else str(size)

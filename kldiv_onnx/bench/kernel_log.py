@@ -14,11 +14,17 @@ onnxruntime session (one intra-op thread) through an IOBinding whose inputs *and
 bound to preallocated numpy buffers, as ``torch.log`` writes into a preallocated ``o``; so a
 call is onnxruntime's fixed per-run cost plus the kernel, and that fixed cost is reported on
 its own (``session_us``: the same session on a 16-element input). Rounds alternate the
-contestants in a new random order each; each times a batch of consecutive calls; the best
-(fastest) round per contestant is kept, as for a microbenchmark in cache.
+contestants in a new random order each; each times a batch of consecutive calls
+(:func:`~.timer.side_by_side`); the fastest round per contestant (the ``min`` of
+:class:`~.timer.Stats`) is kept, as for a microbenchmark in cache.
+
+Which targets run is the core's answer, not a guess from the CPU's flags: each subprocess asks
+the library which target it dispatched under the cap (:func:`kldiv_onnx.native.active_target`)
+and reports a target the library runs lower than asked as unsupported, before timing.
 
 torch is not needed: without it the torch.log column reads "not installed" and no ratio is
-judged. The section lives in ``result["kernel_log"]``; :mod:`.report` prints and judges it.
+judged. The section lives in ``result["kernel_log"]``; :mod:`.verdicts` judges it, :mod:`.report`
+prints it.
 """
 
 from __future__ import annotations
@@ -27,7 +33,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +45,7 @@ from ..export import build_model
 from ..reference import sample
 from ..runtime import session_options
 from .config import KERNEL_LOG_ROUNDS, shape_of
+from .timer import Stats, side_by_side
 
 KERNEL_LOG_SIZES = (2**14, 2**16, 2**18)
 KERNEL_LOG_TARGET_SIZE = 2**18
@@ -50,15 +56,12 @@ KERNEL_LOG_ISAS = ("avx3", "avx2")
 KERNEL_LOG_REDUCTIONS = ("batchmean", "none")
 KERNEL_LOG_BATCH_S = 0.5e-3
 """Each round times a batch of consecutive calls of about this long, per contestant."""
+KERNEL_LOG_WARMUP = 3
+"""Untimed calls of each contestant before its batch is sized (caches, onnxruntime's first-run
+set-up)."""
+KERNEL_LOG_MAX_BATCH = 1000
 _OVERHEAD_SIZE = 16
 _TIMEOUT_S = 600
-
-
-def _isa_supported(isa: str, simd: str) -> bool:
-    """From the CPU flags (:func:`kldiv_onnx.native.simd_level`): whether ``isa`` may run."""
-    if isa == "avx3":
-        return simd == "avx512f"
-    return simd in ("avx512f", "avx2")
 
 
 def kernel_vs_log(
@@ -67,8 +70,8 @@ def kernel_vs_log(
     isas: tuple[str, ...] = KERNEL_LOG_ISAS,
 ) -> dict[str, Any]:
     """The section: one subprocess per SIMD target, each timing the fused op (``batchmean``,
-    ``none``) and ``torch.log`` side by side at every size. A target the CPU lacks, or that the
-    library does not activate, is reported as unsupported; no library, as skipped."""
+    ``none``) and ``torch.log`` side by side at every size. A target the library does not
+    dispatch here (the CPU lacks it) is reported as unsupported; no library, as skipped."""
     section: dict[str, Any] = {
         "dtype": "float32",
         "threads": 1,
@@ -81,7 +84,8 @@ def kernel_vs_log(
         "torch_log": "torch.log(t, out=o), torch.set_num_threads(1); t: the same target with "
         "its zeros (10 %) made the smallest normal float (log(0) is MKL's slow path)",
         "timing": "rounds alternate the contestants in random order, each timed over a batch "
-        f"of calls of about {KERNEL_LOG_BATCH_S * 1e3:g} ms; best round per contestant",
+        f"of calls of about {KERNEL_LOG_BATCH_S * 1e3:g} ms; the fastest round (min) per "
+        "contestant",
         "library": None,
         "rows": [],
     }
@@ -92,14 +96,8 @@ def kernel_vs_log(
         section["rows"] = [{"isa": isa, "status": "skipped", "error": reason} for isa in isas]
         return section
     section["library"] = library
-    simd = native.simd_level()
     package_root = str(Path(__file__).resolve().parents[2])
     for isa in isas:
-        if not _isa_supported(isa, simd):
-            section["rows"].append(
-                {"isa": isa, "status": "unsupported", "error": f"the CPU's widest is {simd}"}
-            )
-            continue
         env = dict(os.environ)
         env[native.ISA_ENV_VAR] = isa
         env[native.ENV_VAR] = library  # the very library the parent checked
@@ -124,39 +122,26 @@ def kernel_vs_log(
             why = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
             section["rows"].append({"isa": isa, "status": "failed", "error": why[:400]})
             continue
-        row = json.loads(lines[-1])
-        if row["active"] != isa:  # the library capped it lower: not this target
-            row = {"isa": isa, "status": "unsupported", "error": f"library runs {row['active']}"}
-        section["rows"].append(row)
+        section["rows"].append(json.loads(lines[-1]))
     return section
 
 
 # ----------------------------------------------------------------------------- the worker
 
 
-def _best_per_call(
+def _fastest_per_call(
     calls: dict[str, Any], rounds: int, rng: np.random.Generator
 ) -> dict[str, float]:
-    """Seconds per call of each contestant: the best of ``rounds`` alternating rounds."""
-    inner: dict[str, int] = {}
-    for name, call in calls.items():
-        for _ in range(3):  # warm-up: caches, onnxruntime's first-run set-up
-            call()
-        start = time.perf_counter_ns()
-        call()
-        single = (time.perf_counter_ns() - start) * 1e-9
-        inner[name] = max(1, min(1000, int(KERNEL_LOG_BATCH_S / max(single, 1e-9))))
-    best = dict.fromkeys(calls, float("inf"))
-    names = list(calls)
-    for _ in range(rounds):
-        for i in rng.permutation(len(names)):
-            name = names[i]
-            call, n = calls[name], inner[name]
-            start = time.perf_counter_ns()
-            for _ in range(n):
-                call()
-            best[name] = min(best[name], (time.perf_counter_ns() - start) * 1e-9 / n)
-    return best
+    """Seconds per call of each contestant: the fastest of ``rounds`` alternating rounds."""
+    times = side_by_side(
+        calls,
+        rounds,
+        warmup=KERNEL_LOG_WARMUP,
+        batch_s=KERNEL_LOG_BATCH_S,
+        max_batch=KERNEL_LOG_MAX_BATCH,
+        rng=rng,
+    )
+    return {name: Stats.of(spent).min_s for name, spent in times.items()}
 
 
 def _bound_session(reduction: str, size: int, library: str) -> Any:
@@ -184,12 +169,17 @@ def _bound_session(reduction: str, size: int, library: str) -> Any:
 
 def _worker(rounds: int, sizes: tuple[int, ...]) -> dict[str, Any]:
     """In the subprocess: every size's contestants, side by side, for the target this process
-    runs (``$KLDIV_ONNX_ISA``)."""
+    was given (``$KLDIV_ONNX_ISA``); unsupported, untimed, where the core dispatches a lower
+    one."""
     library = native.library_path()
+    active = native.active_target()
+    isa = os.environ.get(native.ISA_ENV_VAR) or active  # no cap: the widest the core runs
+    if active != isa:  # the core dispatches a lower target here: this one cannot run
+        return {"isa": isa, "status": "unsupported", "error": f"library runs {active}"}
     row: dict[str, Any] = {
-        "isa": os.environ.get(native.ISA_ENV_VAR, ""),
+        "isa": isa,
         "status": "ok",
-        "active": native.active_target(),
+        "active": active,
         "torch": None,
         "sizes": [],
     }
@@ -203,7 +193,7 @@ def _worker(rounds: int, sizes: tuple[int, ...]) -> dict[str, Any]:
         row["torch"] = torch.__version__
     rng = np.random.default_rng(0)
     small = {r: _bound_session(r, _OVERHEAD_SIZE, library) for r in KERNEL_LOG_REDUCTIONS}
-    overhead = _best_per_call(small, max(5, rounds // 4), rng)
+    overhead = _fastest_per_call(small, max(5, rounds // 4), rng)
     row["session_us"] = {r: overhead[r] * 1e6 for r in KERNEL_LOG_REDUCTIONS}
     for size in sizes:
         calls = {r: _bound_session(r, size, library) for r in KERNEL_LOG_REDUCTIONS}
@@ -215,8 +205,8 @@ def _worker(rounds: int, sizes: tuple[int, ...]) -> dict[str, Any]:
             t = torch.from_numpy(target)
             o = torch.empty_like(t)
             calls["torch.log"] = lambda t=t, o=o: torch.log(t, out=o)
-        best = _best_per_call(calls, rounds, rng)
-        ns = {name: best[name] * 1e9 / size for name in calls}
+        fastest = _fastest_per_call(calls, rounds, rng)
+        ns = {name: fastest[name] * 1e9 / size for name in calls}
         log_ns = ns.get("torch.log")
         row["sizes"].append(
             {

@@ -9,11 +9,12 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import native
+from ..bench.compare import compare_bench, format_bench
 from ..bench.config import BACKENDS, Config, quick_config
 from ..bench.measure import run_benchmark
-from ..bench.report import format_table, markdown, plot
+from ..bench.plot import plot
+from ..bench.report import format_table
 from ..comparison import ENGINES
-from ..comparison.bench import compare_bench, format_bench, markdown_bench
 from ..model_io import atomic_write, check_output_path, write_bytes
 from .common import UsageError
 
@@ -94,8 +95,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             raise UsageError("--compare ray needs Ray Data: pip install 'kldiv-onnx[ray]'") from exc
 
     result = run_benchmark(cfg, progress=not args.no_progress)
-    command = _command_line(args)
-    result["command"] = command
+    result["command"] = _command_line(args)
     print(format_table(result))
     if args.compare:
         sizes = {"classes": (10, 1000), "rows": 2000, "repeats": 5} if args.quick else {}
@@ -107,14 +107,6 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         writes.append(("--json", args.json, lambda p: write_bytes(p, data, "--json"), "points"))
     if args.plot:
         writes.append(("--plot", args.plot, lambda p: _write_plot(result, p), ""))
-    if args.markdown:
-        section = markdown(result, command)
-        if "compare" in result:
-            section += "\n" + markdown_bench(result["compare"])
-        text = section.encode("utf-8")
-        writes.append(
-            ("--markdown", args.markdown, lambda p: write_bytes(p, text, "--markdown"), "")
-        )
     failed: list[str] = []
     for option, path, write, what in writes:  # every one is tried: one failure loses no other
         try:
@@ -132,7 +124,7 @@ def _check_outputs(args: argparse.Namespace) -> None:
     """Every output path can be written (a regular file or none yet, in a writable folder),
     and no two are the same file; :class:`UsageError` naming the first that cannot."""
     seen: dict[str, str] = {}
-    for option in ("json", "plot", "markdown"):
+    for option in ("json", "plot"):
         path = getattr(args, option)
         if not path:
             continue
@@ -198,14 +190,18 @@ def register(subparsers: Any) -> None:
         "against reading both models' output batches once, and samples/s end to end",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    p.add_argument("--json", metavar="FILE", help="write every point and the machine as JSON")
+    p.add_argument(
+        "--json",
+        metavar="FILE",
+        help="write every point and the machine as JSON (scripts/performance.py turns it into "
+        "docs/performance.md)",
+    )
     p.add_argument("--plot", metavar="FILE.png", help="write the throughput plot (matplotlib)")
-    p.add_argument("--markdown", metavar="FILE.md", help="write a README Performance section")
     p.set_defaults(func=_cmd_bench)
 
 
 def _command_line(args: argparse.Namespace) -> str:
-    """The options given, spelled back (for the JSON and the README snippet)."""
+    """The options given, spelled back (for the JSON)."""
     words = ["kldiv-onnx", "bench"]
     env = native.ENV_VAR
     if os.environ.get(env):  # where the library came from is part of how the figures were made
@@ -227,7 +223,7 @@ def _command_line(args: argparse.Namespace) -> str:
     for name in ("no_memory", "no_overhead", "no_kernel_log", "kernel_log_only", "no_progress"):
         if getattr(args, name):
             words.append(f"--{name.replace('_', '-')}")
-    for name in ("json", "plot", "markdown"):
+    for name in ("json", "plot"):
         value = getattr(args, name)
         if value:
             words += [f"--{name}", str(value)]

@@ -3,7 +3,8 @@ set, per sample with the project's KLDivLoss op, on one process or a Ray cluster
 
 Layout: :mod:`.data` (npz / Parquet shards read in row slices, the batch plan), :mod:`.models`
 (the compared models, their checks, the KL model), :mod:`.engines` (local and Ray),
-:mod:`.report` (statistics, table, JSON), :mod:`.plot`, :mod:`.bench`.
+:mod:`.report` (statistics, table, JSON), :mod:`.plot`; its benchmark is
+:mod:`kldiv_onnx.bench.compare`.
 """
 
 from __future__ import annotations

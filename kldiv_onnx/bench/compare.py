@@ -1,23 +1,23 @@
-"""``compare_bench``: the figures the benchmark reports for ``compare``.
+"""``kldiv-onnx bench --compare``: the figures the benchmark reports for ``compare``.
 
 * KL stage against reading: per batch of both models' float32 outputs ``(batch, classes)``
-  (``compare``'s default batch size), the time of the KL stage (:class:`.models.KLStage`, as
-  ``compare`` runs it) against the time to read both output batches once (numpy's float32 sum
-  over each), for several class counts. The target is a ratio ≤ 2.
+  (``compare``'s default batch size), the time of the KL stage
+  (:class:`kldiv_onnx.comparison.models.KLStage`, as ``compare`` runs it) against the time to
+  read both output batches once (numpy's float32 sum over each), for several class counts. The
+  target is a ratio ≤ 2.
 * End to end: samples/s of ``compare`` with each engine on a synthetic classifier pair (a
   MatMul + bias model and a perturbed copy) over an ``.npz`` data set.
 
-Timings are medians over ``repeats`` rounds after one warm-up, the KL stage and the read timed in
-turn within each round; nothing here is asserted.
+Timings (:func:`~.timer.side_by_side`): one warm-up call each, then ``repeats`` rounds timing
+the read and the KL stage in turn, one call each; the median per contestant (the ``median`` of
+:class:`~.timer.Stats`). Nothing here is asserted.
 """
 
 from __future__ import annotations
 
 import os
 import platform
-import statistics
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,21 +27,9 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from .. import native
-from .core import DEFAULT_BATCH_SIZE, compare
-from .models import KL_WAYS, KLStage, kl_model, kl_way, log_softmax
-
-
-def _side_by_side(fns: Sequence[Any], repeats: int) -> list[float]:
-    """Median seconds of each function, timed in turn round after round (after one warm-up
-    round): a slow spell of the machine falls on all of them, not on one."""
-    times: list[list[float]] = [[] for _ in fns]
-    for round_ in range(repeats + 1):
-        for fn, spent in zip(fns, times, strict=True):
-            t0 = time.perf_counter()
-            fn()
-            if round_:
-                spent.append(time.perf_counter() - t0)
-    return [statistics.median(spent) for spent in times]
+from ..comparison.core import DEFAULT_BATCH_SIZE, compare
+from ..comparison.models import KL_WAYS, KLStage, kl_model, kl_way, log_softmax
+from .timer import Stats, side_by_side
 
 
 def kl_stage(
@@ -74,7 +62,8 @@ def kl_stage(
             ) -> None:
                 stage(base, candidate)
 
-            read_s, kl_s = _side_by_side((read, kl), repeats)
+            times = side_by_side({"read": read, "kl": kl}, repeats)
+            read_s, kl_s = (Stats.of(times[name]).median_s for name in ("read", "kl"))
             rows.append(
                 {
                     "kind": kind,
@@ -191,38 +180,3 @@ def format_bench(result: dict[str, Any]) -> str:
             f" base {r['base_s']:.2f} candidate {r['candidate_s']:.2f} KL {r['kl_s']:.2f} s)"
         )
     return "\n".join(lines)
-
-
-def markdown_bench(result: dict[str, Any]) -> str:
-    """The figures as a README subsection: the KL stage table and samples/s."""
-    stage = result["kl_stage"]
-    m = result["machine"]
-    lines = [
-        "",
-        f"`kldiv-onnx compare` (`--compare`): the KL stage ({m['kl_op']}, on every core, per "
-        f"batch of {stage[0]['batch_size']} rows, as `compare` runs it) against reading both "
-        "models' output batches once (numpy's float32 sum of each), timed in turn, medians of "
-        f"{stage[0]['repeats']} rounds:",
-        "",
-        "| outputs | classes | read both µs | KL stage µs | KL / read |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for r in stage:
-        lines.append(
-            f"| {r['kind']} | {r['classes']} | {1e6 * r['read_s']:.1f} | {1e6 * r['kl_s']:.1f} "
-            f"| {r['ratio']:.2f}× |"
-        )
-    if result["end_to_end"]:
-        first = result["end_to_end"][0]
-        lines += [
-            "",
-            f"End to end, a classifier pair with {first['classes']:,} classes over "
-            f"{first['samples']:,} samples:",
-            "",
-        ]
-        for r in result["end_to_end"]:
-            lines.append(
-                f"- `{r['engine']}`: {r['samples_per_s']:,.0f} samples/s (wall {r['wall_s']:.2f} s;"
-                f" KL stage {r['kl_s']:.2f} s, models {r['base_s'] + r['candidate_s']:.2f} s)"
-            )
-    return "\n".join(lines) + "\n"

@@ -1,0 +1,610 @@
+"""docs/performance.md from a ``kldiv-onnx bench --json`` result: the tables, the targets, the
+plot, and the runs on more cores beside it.
+
+The package writes no markdown: this script reads what the benchmark measured (the JSON keeps
+every point, the machine and the command) and writes the page; every figure on it comes from
+those files. Run it after a new ``kldiv-onnx bench --json docs/bench.json`` (with ``--compare
+local,ray`` for the ``compare`` section):
+
+    python scripts/performance.py
+
+Usage: python scripts/performance.py [--json docs/bench.json] [--more-cores docs/bench-16core]
+[--out docs/performance.md] [--plot docs/bench.png | --no-plot]
+(the defaults are those paths; ``--more-cores`` may name a folder that does not exist: no
+section then; ``--no-plot``: link the plot that is there, write none)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from kldiv_onnx import native
+from kldiv_onnx.bench.config import CLASSES, fmt_size
+from kldiv_onnx.bench.report import (
+    KERNEL_LOG_HEAD,
+    OVERHEAD_HEAD,
+    fmt_mib,
+    fmt_x,
+    kernel_log_rows,
+    overhead_rows,
+    target_rows,
+)
+from kldiv_onnx.bench.verdicts import index, ratios
+from kldiv_onnx.model_io import atomic_write, check_output_path, write_bytes
+
+ROOT = Path(__file__).resolve().parent.parent
+REGENERATE = "python scripts/performance.py"
+
+
+def _fmt_load(value: list[float] | None) -> str:
+    return "n/a" if not value else " / ".join(f"{v:.2f}" for v in value)
+
+
+def _fmt_float(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
+
+
+def _span(values: list[float], digits: str = ".2f") -> str:
+    """'a–b' of the smallest and largest value ('a' when they print the same)."""
+    lo, hi = f"{min(values):{digits}}", f"{max(values):{digits}}"
+    return lo if lo == hi else f"{lo}–{hi}"
+
+
+def command_as_run(command: str) -> str:
+    """The recorded command with what no longer applies taken out: ``--markdown FILE`` (the
+    benchmark once wrote this page itself; this script does now) and the folders before
+    ``docs/`` in its paths."""
+    command = re.sub(r" --markdown \S+", "", command)
+    return re.sub(r"(?<= )/\S*/(docs/\S+)", r"\1", command)
+
+
+def _out_dir(command: str) -> str:
+    """:func:`command_as_run` with the output folder of ``scripts/thread_scaling.sh`` as OUT."""
+    return re.sub(r"(?<= )/\S*/([^/\s]+)(?=\s|$)", r"OUT/\1", command_as_run(command))
+
+
+def _machine(m: dict[str, Any]) -> str:
+    v = m["versions"]
+    return (
+        f"{m['cpu_model']} ({m['cores']} cores, {m['simd']}), onnxruntime {v['onnxruntime']}, "
+        f"torch {v['torch']}, numpy {v['numpy']}, Python {v['python']}"
+    )
+
+
+def _scaling(result: dict[str, Any], dtype: str, reduction: str) -> list[str]:
+    """The thread-scaling table (every size, every thread count) when several were measured."""
+    cfg = result["config"]
+    if len(cfg["threads"]) < 2 or "fused" not in cfg["backends"]:
+        return []
+    idx = index(result["points"])
+
+    def ms(backend: str, threads: int, size: int) -> float | None:
+        p = idx.get((backend, dtype, reduction, threads, size))
+        return p["median_s"] * 1e3 if p and p["status"] == "ok" else None
+
+    out = [
+        "| elements | threads | fused ms | speed-up over 1 thread | read bound ms "
+        "| fused / read bound |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    one = min(cfg["threads"])
+    for size in cfg["sizes"]:
+        for threads in cfg["threads"]:
+            fused = ms("fused", threads, size)
+            reads = [v for b in ("numpy-read", "torch-read") if (v := ms(b, threads, size))]
+            first = ms("fused", one, size)
+            read = min(reads) if reads else None
+            out.append(
+                f"| {fmt_size(size)} | {threads} | {_fmt_float(fused)} "
+                f"| {fmt_x(first / fused) if first and fused else '-'} | {_fmt_float(read)} "
+                f"| {fmt_x(fused / read) if fused and read else '-'} |"
+            )
+    return out
+
+
+def _scaling_ratios(result: dict[str, Any], dtype: str, reduction: str) -> list[float]:
+    """fused / the faster read bound at every (size, threads) both ran."""
+    idx = index(result["points"])
+    cfg = result["config"]
+    out = []
+    for size in cfg["sizes"]:
+        for threads in cfg["threads"]:
+            at = (dtype, reduction, threads, size)
+            fused = idx.get(("fused", *at))
+            reads = [idx.get((b, *at)) for b in ("numpy-read", "torch-read")]
+            reads = [p["median_s"] for p in reads if p and p["status"] == "ok"]
+            if fused and fused["status"] == "ok" and reads:
+                out.append(fused["median_s"] / min(reads))
+    return out
+
+
+def _target_point(result: dict[str, Any]) -> list[str]:
+    """Every backend and dtype at the target point."""
+    at = result["summary"]["at"]
+    idx = index(result["points"])
+    out = [
+        f"{fmt_size(at['size'])} elements ({at['size'] // CLASSES} x {CLASSES}), "
+        f"`{at['reduction']}`, {at['threads']} intra-op threads:",
+        "",
+        "| backend | dtype | median ms | ns/element | input GB/s | peak extra MiB |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for dtype in result["config"]["dtypes"]:
+        for backend in result["config"]["backends"]:
+            p = idx.get((backend, dtype, at["reduction"], at["threads"], at["size"]))
+            if p is None:
+                continue
+            if p["status"] != "ok":
+                out.append(f"| {backend} | {dtype} | {p['status']} | | | |")
+                continue
+            out.append(
+                f"| {backend} | {dtype} | {p['median_s'] * 1e3:.3g} | {p['ns_per_element']:.3f} "
+                f"| {p['input_gb_per_s']:.1f} | {fmt_mib(p['peak_extra_bytes'])} |"
+            )
+    return out
+
+
+def _across_sizes(result: dict[str, Any]) -> list[str]:
+    at = result["summary"]["at"]
+    idx = index(result["points"])
+    out = [
+        f"Across sizes ({at['dtype']}, `{at['reduction']}`, {at['threads']} threads; ratios of "
+        "median times):",
+        "",
+        "| elements | fused GB/s | torch export on ORT / fused | torch eager / fused "
+        "| fused / numpy read-both |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for size in result["config"]["sizes"]:
+        p = idx.get(("fused", at["dtype"], at["reduction"], at["threads"], size))
+        r = ratios(result, at["dtype"], at["reduction"], at["threads"], size)
+        gbs = f"{p['input_gb_per_s']:.1f}" if p and p["status"] == "ok" else "-"
+        out.append(
+            f"| {fmt_size(size)} | {gbs} | {fmt_x(r['export_over_fused']) or '-'} "
+            f"| {fmt_x(r['eager_over_fused']) or '-'} | {fmt_x(r['fused_over_read']) or '-'} |"
+        )
+    return out
+
+
+def _overhead(result: dict[str, Any]) -> list[str]:
+    o = result["call_overhead"]
+    return [
+        f"Call overhead: `KLDivLoss('batchmean')(x, t)` and `kl_div` as a user calls them "
+        f"(backend auto: {o['api_backend']}), torch eager `F.kl_div`, and the bare pre-bound "
+        f"onnxruntime session; {o['dtype']}, {o['threads']} thread, microseconds per call, "
+        f"median of {o['rounds']} rounds measured side by side:",
+        "",
+        "| " + " | ".join(h or "verdict" for h in OVERHEAD_HEAD) + " |",
+        "|---|" + "---:|" * 6 + "---|---|",
+        *["| " + " | ".join(cells) + " |" for cells in overhead_rows(result)],
+    ]
+
+
+def _kernel_log(section: dict[str, Any]) -> list[str]:
+    k = section
+    out = [
+        f"Kernel in cache vs `torch.log`: the fused {k['dtype']} op in a pre-bound onnxruntime "
+        f"session (inputs and output bound) against `torch.log(t, out=o)`, {k['threads']} "
+        f"thread, ns/element, the fastest of {k['rounds']} rounds measured side by side; one "
+        f"subprocess per SIMD target (`${native.ISA_ENV_VAR}`); target at "
+        f"{fmt_size(k['target_size'])}: fused avx3 `batchmean` / torch.log <= {k['target']:g}x "
+        "(`none` and avx2 reported):",
+        "",
+        "| " + " | ".join(KERNEL_LOG_HEAD) + " |",
+        "|---|---|" + "---:|" * 5 + "---|",
+    ]
+    for cells in kernel_log_rows(k):
+        if cells[2] in ("unsupported", "skipped", "failed"):
+            cells = [cells[0], cells[8] or cells[2], *[""] * 6]
+        out.append("| " + " | ".join(cells[:8]) + " |")
+    return out
+
+
+def _over_log(section: dict[str, Any] | None, isa: str, size: int) -> dict[str, float] | None:
+    """fused / torch.log per reduction of one SIMD target at one size (None: not measured)."""
+    for row in (section or {}).get("rows", []):
+        if row["isa"] == isa and row["status"] == "ok":
+            for at in row["sizes"]:
+                if at["size"] == size and None not in at["over_log"].values():
+                    return at["over_log"]
+    return None
+
+
+def _compare(section: dict[str, Any]) -> list[str]:
+    stage, m = section["kl_stage"], section["machine"]
+    out = [
+        f"`kldiv-onnx compare` (`--compare`): the KL stage ({m['kl_op']}, on every core, per "
+        f"batch of {stage[0]['batch_size']} rows, as `compare` runs it) against reading both "
+        "models' output batches once (numpy's float32 sum of each), timed in turn, medians of "
+        f"{stage[0]['repeats']} rounds:",
+        "",
+        "| outputs | classes | read both µs | KL stage µs | KL / read |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in stage:
+        out.append(
+            f"| {r['kind']} | {r['classes']} | {1e6 * r['read_s']:.1f} | {1e6 * r['kl_s']:.1f} "
+            f"| {r['ratio']:.2f}× |"
+        )
+    if section["end_to_end"]:
+        first = section["end_to_end"][0]
+        out += [
+            "",
+            f"End to end, a classifier pair with {first['classes']:,} classes over "
+            f"{first['samples']:,} samples:",
+            "",
+        ]
+        for r in section["end_to_end"]:
+            out.append(
+                f"- `{r['engine']}`: {r['samples_per_s']:,.0f} samples/s (wall {r['wall_s']:.2f} s;"
+                f" KL stage {r['kl_s']:.2f} s, models {r['base_s'] + r['candidate_s']:.2f} s)"
+            )
+    return out
+
+
+def _compare_reading(result: dict[str, Any]) -> list[str]:
+    """What the compare figures say, from the same figures."""
+    section = result["compare"]
+    worst = max(r["ratio"] for r in section["kl_stage"])
+    text = f"At every class count the KL stage is within {worst:.2g}× of the read."
+    if "_core" in section["machine"]["kl_op"]:
+        text += (
+            " It runs the numeric core directly through `kldiv_onnx._core`, not as one run of "
+            "the `KLDivRows` op in an onnxruntime session per batch: one run costs about as "
+            "much as the read of a small batch on its own"
+        )
+        rows = (result.get("call_overhead") or {}).get("rows", [])
+        session = next((r["us"]["session"] for r in rows if r["shape"] == [2, 2]), None)
+        if session is not None:
+            text += (
+                f" ({session:.3g} µs for the bare pre-bound session at (2, 2) in the "
+                "call-overhead table above)"
+            )
+        text += (
+            ". Rows below 128 classes are taken 16 at a time and transposed into class-major "
+            "vectors in registers, so that each row's maxima, sums and final log are vector "
+            "operations; a batch of more than 8,192 elements is split over the cores by the "
+            "module's pool."
+        )
+    local = next((r for r in section["end_to_end"] if r["engine"] == "local"), None)
+    if local is not None:
+        models = local["base_s"] + local["candidate_s"]
+        text += (
+            f" End to end (`local`) the two models take {models:.2f} s against "
+            f"{local['kl_s']:.2f} s of KL stage"
+        )
+        if any(r["engine"] == "ray" for r in section["end_to_end"]):
+            text += "; the Ray engine's wall time is mostly starting its actors"
+        text += "."
+    return ["", text]
+
+
+def _reading(result: dict[str, Any]) -> list[str]:
+    """What the main figures say, every number from the result."""
+    at = result["summary"]["at"]
+    idx = index(result["points"])
+    key = (at["dtype"], at["reduction"], at["threads"], at["size"])
+    r = ratios(result, *key)
+    parts = []
+    if r["export_over_fused"] and r["eager_over_fused"]:
+        parts.append(
+            f"At {fmt_size(at['size'])} {at['dtype']} elements the fused node is about "
+            f"{r['export_over_fused']:.0f}× faster than PyTorch's export run by onnxruntime and "
+            f"{r['eager_over_fused']:.0f}× faster than PyTorch eager"
+        )
+    reads = {b: ratios_read(idx, b, key) for b in ("numpy-read", "torch-read")}
+    if None not in reads.values():
+        faster = min(reads, key=lambda b: idx[(b, *key)]["median_s"])
+        mark = {b: " (the faster read here)" if b == faster else "" for b in reads}
+        parts.append(
+            f"it takes {reads['numpy-read']:.2f}× the time numpy needs to read both inputs once"
+            f"{mark['numpy-read']} and {reads['torch-read']:.2f}× torch's read, `x.sum(); "
+            f"t.sum()`{mark['torch-read']}"
+        )
+    targets = result["summary"]["targets"]
+    halves = [
+        (half, targets.get(f"{half}_per_element_vs_float32", {}).get("value"))
+        for half in ("float16", "bfloat16")
+    ]
+    if all(v is not None for _, v in halves):
+        parts.append(
+            "float16 and bfloat16 cost "
+            + " and ".join(f"{v:.2f}×" for _, v in halves)
+            + " float32's time per element (they read half the bytes)"
+        )
+    text = "; ".join(parts) + "." if parts else ""
+    rows = (result.get("call_overhead") or {}).get("rows", [])
+    spans = []
+    for row in rows:
+        values = [row[k] for k in ("api_over_eager", "kl_div_over_eager") if row[k] is not None]
+        if values:
+            spans.append(f"{_span(values)}× at {tuple(row['shape'])}")
+    if spans:
+        text += (
+            " The Python API as a user calls it (`KLDivLoss`, `kl_div`) costs "
+            + " and ".join(spans)
+            + " of torch eager's time."
+        )
+    fused = idx.get(("fused", *key))
+    others = [
+        p["peak_extra_bytes"]
+        for b in ("composite", "torch-export")
+        for d in result["config"]["dtypes"]
+        if (p := idx.get((b, d, at["reduction"], at["threads"], at["size"])))
+        and p["status"] == "ok"
+        and p["peak_extra_bytes"] is not None
+    ]
+    if fused and fused["status"] == "ok" and fused["peak_extra_bytes"] is not None and others:
+        text += (
+            f" For `{at['reduction']}` the fused kernel's peak memory grows by "
+            f"{fmt_mib(fused['peak_extra_bytes'])} MiB; the composite body and the torch export "
+            f"take {_span([o / 2**20 for o in others], '.0f')} MiB of temporaries at "
+            f"{fmt_size(at['size'])}."
+        )
+    failed = sorted(
+        {
+            p["dtype"]
+            for p in result["points"]
+            if p["backend"] == "torch-export" and p["status"] == "failed"
+        }
+    )
+    if failed:
+        text += f" The torch export cannot run in {', '.join(failed)} in onnxruntime at all."
+    return ["Reading it: " + text.strip()[0].lower() + text.strip()[1:], ""] if text else []
+
+
+def ratios_read(idx: dict, backend: str, key: tuple) -> float | None:
+    """fused / one read bound at a point (None when either did not run)."""
+    fused, read = idx.get(("fused", *key)), idx.get((backend, *key))
+    if not fused or not read or fused["status"] != "ok" or read["status"] != "ok":
+        return None
+    return fused["median_s"] / read["median_s"]
+
+
+def _kernel_reading(section: dict[str, Any] | None) -> list[str]:
+    """What the kernel-in-cache figures say at the target size."""
+    if not section:
+        return []
+    size = section["target_size"]
+    avx3, avx2 = _over_log(section, "avx3", size), _over_log(section, "avx2", size)
+    if avx3 is None:
+        return []
+    text = (
+        f"In cache, on one thread, at {fmt_size(size)}: the AVX-512 `batchmean` loop costs "
+        f"{avx3['batchmean']:.3g}× one `torch.log` of the target. `none` "
+        f"({avx3['none']:.3g}×) writes an output besides reading two inputs, 3 MiB of traffic "
+        "where `torch.log` has 2, and at 2**18 elements (2 MiB of inputs against a 1 MiB L2) "
+        "the traffic, not the arithmetic, sets the time."
+    )
+    if avx2 is not None:
+        text += (
+            f" The AVX2 path ({_span(list(avx2.values()), '.3g')}×) is bound by arithmetic: the "
+            "loss needs about 26 vector operations per 8 elements, 20 of them on the two ports "
+            "that multiply, where the `torch.log` it is compared with runs AVX-512."
+        )
+    return [
+        text,
+        "",
+        "`custom_ops/bench/bench_core.cc` times the numeric core per element without "
+        "onnxruntime: `cmake -S custom_ops -B build/native && cmake --build build/native -j 2 "
+        "&& build/native/kldiv_bench_core 262144 300 best float32 sum` (`avx3`, `avx2` or "
+        "`scalar` in place of `best` for one path).",
+        "",
+    ]
+
+
+def _lscpu(folder: Path) -> dict[str, str]:
+    path = folder / "lscpu.txt"
+    if not path.is_file():
+        return {}
+    pairs = (line.split(":", 1) for line in path.read_text().splitlines() if ":" in line)
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
+def _cache(text: str, level: str) -> str:
+    """lscpu's '32 MiB (16 instances)' as '2 MiB L2 per core' ('300 MiB L3' for one)."""
+    found = re.fullmatch(r"([\d.]+) (\w+) \((\d+) instances?\)", text)
+    if not found:
+        return f"{level} {text}"
+    size, unit, count = float(found[1]), found[2], int(found[3])
+    return f"{size / count:g} {unit} {level}" + (" per core" if count > 1 else "")
+
+
+def _more_cores(folder: Path) -> list[str]:
+    """The section of a ``scripts/thread_scaling.sh`` run: its scaling table, kernel in cache
+    and (when there) ``compare``'s KL stage."""
+    scaling_path = folder / "scaling.json"
+    if not scaling_path.is_file():
+        return []
+    scaling = json.loads(scaling_path.read_text())
+    m = scaling["machine"]
+    cpu = _lscpu(folder)
+    cfg = scaling["config"]
+    dtype, reduction = cfg["dtypes"][0], cfg["reductions"][0]
+    caches = ", ".join(_cache(cpu[k], k[:2]) for k in ("L2 cache", "L3 cache") if k in cpu)
+    virt = cpu.get("Hypervisor vendor")
+    name = f"docs/{folder.name}" if folder.parent.name == "docs" else str(folder)
+    log2 = ",".join(str(s.bit_length() - 1) for s in cfg["sizes"])
+    out = [
+        f"## On {m['cores']} cores",
+        "",
+        f"`HWY_INCLUDE_DIR=… bash scripts/thread_scaling.sh OUT {log2}` builds the library from "
+        "the unpacked headers on a machine where the project is not installed and runs "
+        f"`{_out_dir(scaling['command'])}` and the kernel-in-cache section. Run on "
+        f"{_machine(m)}"
+        + (f" ({caches}" if caches else "")
+        + (f"; {virt}" if virt else "")
+        + (")" if caches else "")
+        + f"; the results are in `{name}/`. The fused {dtype} "
+        f"`{reduction}` against the faster read of both inputs at the same thread count:",
+        "",
+        *_scaling(scaling, dtype, reduction),
+        "",
+    ]
+    spans = _scaling_ratios(scaling, dtype, reduction)
+    text = f"The kernel takes {_span(spans)}× the read bound over these sizes and thread counts."
+    kernel_path = folder / "kernel_log.json"
+    if kernel_path.is_file():
+        section = json.loads(kernel_path.read_text())["kernel_log"]
+        size = section["target_size"]
+        avx3, avx2 = _over_log(section, "avx3", size), _over_log(section, "avx2", size)
+        if avx3 is not None:
+            text += (
+                f" In cache on one thread there, at {fmt_size(size)}: AVX-512 `batchmean` "
+                f"{avx3['batchmean']:.2f}× `torch.log`, `none` {avx3['none']:.2f}×"
+            )
+            if avx2 is not None:
+                text += f", AVX2 {_span(list(avx2.values()))}×"
+            text += f" (`{name}/kernel_log.json`)."
+    stage_path = folder / "compare_kl_stage.json"
+    if stage_path.is_file():
+        stage = json.loads(stage_path.read_text())
+        small = [r["ratio"] for r in stage if r["classes"] < 100]
+        large = [r["ratio"] for r in stage if r["classes"] >= 1000]
+        text += (
+            " `compare`'s KL stage there (`"
+            + f"{name}/compare_kl_stage.json`) was measured as the `KLDivRows` op in an "
+            f"onnxruntime session with its {m['cores']} threads, before the numeric core was "
+            "called directly through `kldiv_onnx._core`: "
+            + (
+                f"{_span(large)}× the read of both output batches at 1,000 classes and more"
+                if large
+                else ""
+            )
+            + (f", {_span(small, '.2g')}× at 10" if small else "")
+            + "; the present way has not run there."
+        )
+    return [*out, text, ""]
+
+
+def render(
+    result: dict[str, Any],
+    json_name: str,
+    plot_name: str | None,
+    more_cores: Path | None = None,
+) -> str:
+    """The page of ``result`` (read from ``json_name``): the run's machine and command, every
+    table, the targets, the reading of the figures, the plot (``plot_name``, relative to the
+    page; None: none) and the run on more cores (a folder; no section where it has no
+    ``scaling.json``)."""
+    m = result["machine"]
+    out = [
+        "# Performance",
+        "",
+        f"Generated by `{REGENERATE}` from `{json_name}`; do "
+        "not edit by hand: measure again and rerun it.",
+        "",
+        f"Measured with `{command_as_run(result.get('command', 'kldiv-onnx bench'))}` "
+        f"({result['duration_s']:.0f} s) on {_machine(m)}. Median of repeated calls after "
+        "warm-up, inputs already in place (onnxruntime through an IOBinding over the numpy "
+        "buffers), output allocated by the call. Peak extra memory: the call's peak resident-set "
+        "growth (`VmHWM` after a `clear_refs` reset), onnxruntime with its CPU arena off. "
+        f"Load average {_fmt_load(m.get('loadavg'))} at the start, "
+        f"{_fmt_load(m.get('loadavg_end'))} at the end: on a shared machine the load moves these "
+        "figures from run to run, the memory-bound ratios most.",
+        "",
+    ]
+    if result["points"]:
+        at = result["summary"]["at"]
+        out += [*_target_point(result), "", *_across_sizes(result), ""]
+        scaling = _scaling(result, at["dtype"], at["reduction"])
+        if scaling:
+            out += [
+                f"Thread scaling ({at['dtype']}, `{at['reduction']}`; the read bound is the "
+                "faster of numpy's and torch's read of both inputs at the same thread count):",
+                "",
+                *scaling,
+                "",
+            ]
+    if result.get("call_overhead"):
+        out += [*_overhead(result), ""]
+    if result.get("kernel_log"):
+        out += [*_kernel_log(result["kernel_log"]), ""]
+    out += [
+        "Against the targets:",
+        "",
+        "| target | measured | goal | |",
+        "|---|---:|---|---|",
+        *[f"| {a} | {b} | {c} | {d} |" for a, b, c, d in target_rows(result)],
+    ]
+    errors = sorted(
+        {
+            (p["backend"], p["dtype"], p["error"])
+            for p in result["points"]
+            if p["status"] == "failed"
+        }
+    )
+    if errors:
+        out.append("")
+    out += [f"- {backend} {dtype} fails: {error}" for backend, dtype, error in errors]
+    out.append("")
+    if result.get("compare"):
+        out += [*_compare(result["compare"]), *_compare_reading(result), ""]
+    if result["points"]:
+        most, one = max(result["config"]["threads"]), min(result["config"]["threads"])
+        out += [
+            "Every size, dtype, reduction and thread count of that run is in the JSON"
+            + (
+                f"; the plot shows input throughput against size, per backend and dtype "
+                f"(solid: {most} threads, dashed: {one}):"
+                if plot_name
+                else "."
+            ),
+            "",
+        ]
+        if plot_name:
+            out += [f"![input throughput against size]({plot_name})", ""]
+        out += _reading(result)
+    out += _kernel_reading(result.get("kernel_log"))
+    if more_cores is not None:
+        out += _more_cores(more_cores)
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Read the JSON, write the page (and the plot); one line on stderr and exit 2 on a bad
+    path or file."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--json", default=str(ROOT / "docs" / "bench.json"))
+    p.add_argument("--more-cores", default=str(ROOT / "docs" / "bench-16core"))
+    p.add_argument("--out", default=str(ROOT / "docs" / "performance.md"))
+    p.add_argument("--plot", default=str(ROOT / "docs" / "bench.png"))
+    p.add_argument("--no-plot", action="store_true", help="link the plot that is there")
+    args = p.parse_args(argv)
+    try:
+        out = check_output_path(args.out, "--out")  # before drawing: a bad path costs nothing
+        if not args.no_plot:
+            check_output_path(args.plot, "--plot")
+        if out.resolve() == Path(args.plot).resolve():
+            raise ValueError(f"--out and --plot name the same file {args.out!r}")
+        result = json.loads(Path(args.json).read_text(encoding="utf-8"))
+        plot_name = os.path.relpath(Path(args.plot).resolve(), out.resolve().parent)
+        json_path = Path(args.json).resolve()
+        json_name = (
+            str(json_path.relative_to(ROOT)) if json_path.is_relative_to(ROOT) else args.json
+        )
+        if not args.no_plot:
+            from kldiv_onnx.bench.plot import plot  # matplotlib: imported where used
+
+            with atomic_write(args.plot, "--plot") as tmp:
+                plot(result, tmp, format="png")
+        elif not Path(args.plot).is_file():
+            plot_name = None
+        text = render(result, json_name, plot_name, Path(args.more_cores))
+        write_bytes(out, text.encode("utf-8"), "--out")
+    except (OSError, ValueError, KeyError, ImportError) as exc:
+        line = (str(exc).splitlines() or [type(exc).__name__])[0]
+        print(f"performance.py: error: {line}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}" + ("" if args.no_plot else f" and {args.plot}"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
