@@ -35,7 +35,7 @@ from . import native, runtime
 from ._contract import DTYPES, ONNX_TYPES, Variant, dtype_name
 from ._ort_fast import bound_run, cpu_device
 from .arrays import to_numpy, to_ortvalue
-from .export import build_model
+from .export import variant_model
 from .reference import kl_div as _reference
 
 BACKENDS = ("auto", "fused", "composite", "numpy")
@@ -114,7 +114,7 @@ def _check_threads(threads: object) -> int | None:
 def _model_bytes(variant: Variant, dtype: str, ranks: tuple[int, int]) -> bytes:
     """A model for inputs of the given ranks, every dim symbolic (onnx needs known ranks)."""
     shapes = [[f"{side}{i}" for i in range(rank)] for side, rank in zip("xt", ranks, strict=True)]
-    model = build_model(variant.reduction, variant.log_target, dtype, *shapes)
+    model = variant_model(variant, dtype, *shapes)
     return model.SerializeToString()
 
 
