@@ -46,8 +46,8 @@ def report() -> str:
         lines.append(f"native library: not found ({exc})")
     else:
         version = native.api_version()
-        api = f"C API {version}" if version is not None else "a C API it does not name"
-        lines.append(f"native library: {path}, requests {api}")
+        api = "unknown (a build without KLDivOnnxOrtApiVersion)" if version is None else version
+        lines.append(f"native library: {path}, requests C API {api}")
         lines.append(f"native kernel SIMD path: {native.active_target()}")
         core = native.core()
         lines.append(

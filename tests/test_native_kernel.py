@@ -25,7 +25,7 @@ from hypothesis.extra import numpy as hnp
 from onnx import TensorProto, helper
 
 import kldiv_onnx
-from kldiv_onnx import doctor
+from kldiv_onnx import doctor, native
 from kldiv_onnx._contract import DOMAIN, GENERIC_OP, REDUCTIONS, op_name, variant_ops
 from kldiv_onnx.native import (
     ENV_VAR,
@@ -739,6 +739,18 @@ def test_a_missing_library_is_still_file_not_found(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match=r"nothing\.so") as info:
         library_path()
     assert not isinstance(info.value, LibraryDamagedError)
+
+
+def test_a_build_without_the_probes_reads_as_unknown(monkeypatch):
+    """A library that loads but exports neither probe (an older build; here the core module,
+    another shared object of the package) gives None and "unknown", not an error."""
+    other = native.core()
+    if other is None:
+        pytest.skip("kldiv_onnx._core not built")
+    monkeypatch.setenv(ENV_VAR, other.__file__)
+    assert api_version() is None
+    assert active_target() == "unknown (a build without KLDivOnnxActiveTarget)"
+    assert "requests C API unknown (a build without KLDivOnnxOrtApiVersion)" in doctor.report()
 
 
 def test_doctor_shows_the_simd_path_the_kernel_chose():
