@@ -33,8 +33,9 @@ import onnxruntime as ort
 
 from . import native, runtime
 from ._contract import DTYPES, ONNX_TYPES, Variant, dtype_name
+from ._ort_fast import bound_run, cpu_device
 from .arrays import to_numpy, to_ortvalue
-from .export import build_model
+from .export import variant_model
 from .reference import kl_div as _reference
 
 BACKENDS = ("auto", "fused", "composite", "numpy")
@@ -113,7 +114,7 @@ def _check_threads(threads: object) -> int | None:
 def _model_bytes(variant: Variant, dtype: str, ranks: tuple[int, int]) -> bytes:
     """A model for inputs of the given ranks, every dim symbolic (onnx needs known ranks)."""
     shapes = [[f"{side}{i}" for i in range(rank)] for side, rank in zip("xt", ranks, strict=True)]
-    model = build_model(variant.reduction, variant.log_target, dtype, *shapes)
+    model = variant_model(variant, dtype, *shapes)
     return model.SerializeToString()
 
 
@@ -214,7 +215,7 @@ class _SessionCall:
         self._bound = [0, 0, 0]  # the address bound by _bind to input 0, 1 and output 2
         self._oname = sess.get_outputs()[0].name
         self._otype = ONNX_TYPES[dtype_name(x.dtype)]
-        self._device = ort.OrtDevice.make("cpu", 0)._get_c_device()
+        self._device = cpu_device()
         self._keep: list[Any] = [binding]  # what the binding points at, and the binding
         self._xbuf = self._bound_buffer(binding, self._xname, x)
         self._tbuf = self._bound_buffer(binding, self._tname, t)
@@ -225,8 +226,7 @@ class _SessionCall:
             value = to_ortvalue(self._out)
             binding.bind_ortvalue_output(self._oname, value)
             self._keep.append(value)
-        self._binding = binding._iobinding  # the native binding: no per-call Python checks
-        self._run = sess._sess.run_with_iobinding
+        self._run, self._binding = bound_run(sess, binding)  # no per-call Python checks
 
     def _bound_buffer(self, binding: Any, name: str, like: np.ndarray) -> np.ndarray | None:
         if like.nbytes > COPY_BYTES:
@@ -249,10 +249,10 @@ class _SessionCall:
             t = self._bind(1, t)
         out = self._out
         if out is not None:
-            self._run(self._binding, None)
+            self._run()
             return out.copy()
         out = self._bind(2, np.empty(self._oshape, self.dtype))
-        self._run(self._binding, None)
+        self._run()
         return out
 
     def _bind(self, slot: int, array: np.ndarray) -> np.ndarray:

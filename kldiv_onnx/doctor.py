@@ -45,7 +45,9 @@ def report() -> str:
     except FileNotFoundError as exc:
         lines.append(f"native library: not found ({exc})")
     else:
-        lines.append(f"native library: {path}, requests C API {native.api_version()}")
+        version = native.api_version()
+        api = "unknown (a build without KLDivOnnxOrtApiVersion)" if version is None else version
+        lines.append(f"native library: {path}, requests C API {api}")
         lines.append(f"native kernel SIMD path: {native.active_target()}")
         core = native.core()
         lines.append(

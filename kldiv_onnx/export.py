@@ -1,6 +1,10 @@
 """``build_model``: a KLDivLoss ONNX model in function form (one custom node + its body) or
 inline form (standard ops only); :func:`add_function`: a variant's function attached to any
-model (``build_model``, ``embed`` and ``fuse`` all attach it this way)."""
+model (``build_model``, ``embed`` and ``fuse`` all attach it this way).
+
+``build_model`` is the edge that takes a reduction string and a ``log_target`` bool; the
+layers under it (:func:`variant_model`, :func:`output_shape`, :func:`add_function`) take the
+:class:`~kldiv_onnx._contract.Variant` parsed there."""
 
 from __future__ import annotations
 
@@ -75,9 +79,10 @@ def _check_shape(name: str, shape: Sequence[Dim]) -> list[Dim]:
 
 
 def output_shape(
-    reduction: str, input_shape: Sequence[Dim], target_shape: Sequence[Dim]
+    variant: Variant, input_shape: Sequence[Dim], target_shape: Sequence[Dim]
 ) -> list[Dim]:
-    """The output shape as far as it is known statically; ``ValueError`` if not broadcastable."""
+    """The output shape of ``variant`` as far as it is known statically; ``ValueError`` if the
+    shapes are not broadcastable."""
     a, b = list(input_shape), list(target_shape)
     rank = max(len(a), len(b))
     a = [1] * (rank - len(a)) + a
@@ -95,7 +100,7 @@ def output_shape(
             )
         else:
             out.append(None)  # decided at run time
-    return out if reduction == "none" else []
+    return out if variant.reduction == "none" else []
 
 
 def build_model(
@@ -118,7 +123,21 @@ def build_model(
     inputs of known rank, so ``input_shape=None`` means ``DEFAULT_SHAPE`` (batch × classes) and
     ``target_shape=None`` means the input's shape.
     """
-    variant = Variant(reduction, log_target)
+    return variant_model(
+        Variant(reduction, log_target), dtype, input_shape, target_shape, form=form, opset=opset
+    )
+
+
+def variant_model(
+    variant: Variant,
+    dtype: str | np.dtype = "float32",
+    input_shape: Shape = None,
+    target_shape: Shape = None,
+    *,
+    form: str = "function",
+    opset: int = DEFAULT_OPSET,
+) -> ModelProto:
+    """:func:`build_model` of a parsed ``variant``."""
     dtype = dtype_name(dtype)
     if form not in FORMS:
         raise ValueError(f"form must be one of {FORMS}, got {form!r}")
@@ -129,7 +148,7 @@ def build_model(
         raise ValueError(f"opset must lie in [{MIN_OPSET}, {newest}], got {opset}")
     in_dims = _check_shape("input_shape", DEFAULT_SHAPE if input_shape is None else input_shape)
     tgt_dims = _check_shape("target_shape", in_dims if target_shape is None else target_shape)
-    out_dims = output_shape(variant.reduction, in_dims, tgt_dims)
+    out_dims = output_shape(variant, in_dims, tgt_dims)
 
     elem = ONNX_TYPES[dtype]
     name = variant.op_name

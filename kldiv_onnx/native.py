@@ -24,9 +24,10 @@ import sys
 import warnings
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 try:  # built by the wheel beside the library; absent in a source tree that was not built
-    from . import _core
+    import kldiv_onnx._core as _core
 except ImportError:
     _core = None
 
@@ -34,10 +35,6 @@ LIBRARY_NAME = "libkldiv_onnx_ops.so"
 """File name of the custom-op library inside the installed package."""
 ENV_VAR = "KLDIV_ONNX_LIBRARY"
 """Environment variable that overrides the library's location (a path to the .so)."""
-ORT_API_VERSION = 17
-"""onnxruntime C API version the library requests (``kOrtApiVersion`` in
-``custom_ops/ort/kldiv_ops.h``): onnxruntime >= 1.17 loads it; older ones refuse it with a
-clear error."""
 ISA_ENV_VAR = "KLDIV_ONNX_ISA"
 """Environment variable capping the SIMD code path the library picks at load: ``avx3``
 (AVX-512), ``avx2`` or ``scalar``; unset means the best the CPU supports (``doctor`` shows
@@ -121,13 +118,31 @@ def active_target() -> str:
     """The SIMD path the kernels run in this process (``avx3``, ``avx2`` or ``scalar``, after
     ``$KLDIV_ONNX_ISA``; ``error: ...`` for a value naming no path), read from the checked
     library's ``KLDivOnnxActiveTarget``. Raises what :func:`library_path` raises."""
+    target = _exported("KLDivOnnxActiveTarget", ctypes.c_char_p)
+    if target is None:
+        return "unknown (a build without KLDivOnnxActiveTarget)"
+    return target.decode(errors="replace")
+
+
+def api_version() -> int | None:
+    """The onnxruntime C API version the library requests (``kOrtApiVersion`` in
+    ``custom_ops/ort/kldiv_ops.h``; an onnxruntime older than that refuses it with a clear
+    error), read from the checked library's ``KLDivOnnxOrtApiVersion``; None for a build
+    without it. Raises what :func:`library_path` raises."""
+    return _exported("KLDivOnnxOrtApiVersion", ctypes.c_uint32)
+
+
+def _exported(name: str, restype: type) -> Any:
+    """What the checked library's exported C function ``name`` (no arguments) returns, as
+    ``restype``; None when the build does not export it. Loaded in this process: the library
+    passed :func:`library_path`'s check, and loading an already loaded one costs nothing."""
     lib = ctypes.CDLL(library_path())
     try:
-        function = lib.KLDivOnnxActiveTarget
+        function = getattr(lib, name)
     except AttributeError:
-        return "unknown (a build without KLDivOnnxActiveTarget)"
-    function.restype = ctypes.c_char_p
-    return function().decode(errors="replace")
+        return None
+    function.restype = restype
+    return function()
 
 
 @functools.cache
@@ -210,11 +225,6 @@ def _record_problem(path: Path) -> str | None:
             return "its SHA-256 differs from the one pip recorded at install (RECORD)"
         return ""
     return None
-
-
-def api_version() -> int:
-    """The onnxruntime C API version the library requests (see :data:`ORT_API_VERSION`)."""
-    return ORT_API_VERSION
 
 
 def simd_level(cpuinfo: str = "/proc/cpuinfo") -> str:

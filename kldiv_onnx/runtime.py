@@ -21,7 +21,9 @@ import onnxruntime as ort
 
 from . import native
 from . import providers as _providers
+from ._ort_fast import set_global_thread_pool_sizes
 from .arrays import from_ortvalue, to_ortvalue
+from .errors import first_line
 from .model_io import ModelLike, check_input_file, uses_external_data
 
 CACHE_SIZE = 32
@@ -73,13 +75,10 @@ def share_thread_pool(threads: int = 0) -> None:
     global _shared_pool
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
         raise ValueError(f"threads must be an int >= 0, got {threads!r}")
-    # The switch is exposed only in onnxruntime's pybind module (no public Python API).
-    from onnxruntime.capi import _pybind_state
-
-    try:
-        _pybind_state.set_global_thread_pool_sizes(threads, 1)
+    try:  # the switch is exposed only in onnxruntime's pybind module (no public Python API)
+        set_global_thread_pool_sizes(threads, 1)
     except Exception as exc:  # the process already has onnxruntime's environment
-        raise RuntimeError(f"cannot share a thread pool: {str(exc).splitlines()[0]}") from exc
+        raise RuntimeError(f"cannot share a thread pool: {first_line(exc)}") from exc
     _shared_pool = True
 
 

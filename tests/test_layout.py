@@ -25,8 +25,6 @@ def _module_name(path: Path) -> str:
 
 
 MODULES = {_module_name(p): p for p in sorted(ROOT.rglob("*.py"))}
-EXTENSIONS = {"kldiv_onnx._core"}
-"""Compiled modules of the package (leaves: they import nothing of it), built or not."""
 
 
 def _resolve(module: str, node: ast.ImportFrom) -> str:
@@ -49,11 +47,10 @@ def _imports(module: str) -> list[tuple[str, bool]]:
             if node.level == 0 and not (node.module or "").startswith("kldiv_onnx"):
                 continue
             target = node.module if node.level == 0 else _resolve(module, node)
-            # `from . import x` names a submodule when there is one
+            # `from . import x` names a Python submodule when there is one, else the package
+            # (a compiled module is imported by its full name: `import kldiv_onnx._core`)
             names = [
-                f"{target}.{a.name}"
-                if f"{target}.{a.name}" in MODULES.keys() | EXTENSIONS
-                else target
+                f"{target}.{a.name}" if f"{target}.{a.name}" in MODULES else target
                 for a in node.names
             ]
         else:

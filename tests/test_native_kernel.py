@@ -25,7 +25,7 @@ from hypothesis.extra import numpy as hnp
 from onnx import TensorProto, helper
 
 import kldiv_onnx
-from kldiv_onnx import doctor
+from kldiv_onnx import doctor, native
 from kldiv_onnx._contract import DOMAIN, GENERIC_OP, REDUCTIONS, op_name, variant_ops
 from kldiv_onnx.native import (
     ENV_VAR,
@@ -163,12 +163,13 @@ def test_library_is_found():
 
 @pytest.mark.skipif(shutil.which("nm") is None, reason="nm (binutils) not installed")
 def test_only_the_entry_points_are_exported():
-    """RegisterCustomOps for onnxruntime, KLDivOnnxActiveTarget for the doctor; nothing else."""
+    """RegisterCustomOps for onnxruntime, KLDivOnnxActiveTarget and KLDivOnnxOrtApiVersion
+    for the doctor; nothing else."""
     out = subprocess.run(
         ["nm", "-D", "--defined-only", library_path()], capture_output=True, text=True, check=True
     ).stdout
     symbols = {line.split()[-1] for line in out.splitlines() if line.strip()}
-    assert symbols == {"RegisterCustomOps", "KLDivOnnxActiveTarget"}
+    assert symbols == {"RegisterCustomOps", "KLDivOnnxActiveTarget", "KLDivOnnxOrtApiVersion"}
 
 
 def _python(code, *args, env=None, cwd=None):
@@ -277,12 +278,24 @@ def test_building_and_dropping_sessions_does_not_leak(tmp_path):
     assert float(proc.stdout) < 8.0, f"{proc.stdout.strip()} KiB per cycle"
 
 
-def test_api_version_mirrors_the_library_source():
-    header = Path(__file__).resolve().parents[1] / "custom_ops" / "ort" / "kldiv_ops.h"
-    if not header.is_file():
-        pytest.skip("source tree not present")
-    match = re.search(r"kOrtApiVersion = (\d+);", header.read_text())
-    assert match and int(match.group(1)) == api_version()
+_API_VERSION = """
+import ctypes, sys
+lib = ctypes.CDLL(sys.argv[1])
+lib.KLDivOnnxOrtApiVersion.restype = ctypes.c_uint32
+print(lib.KLDivOnnxOrtApiVersion())
+"""
+
+
+def test_api_version_is_read_from_the_library():
+    """api_version() is what the library's KLDivOnnxOrtApiVersion answers in a process of its
+    own, no newer than the C API of the onnxruntime that loads it here (its minor release
+    number), and what the doctor shows."""
+    proc = _python(_API_VERSION, library_path())
+    assert proc.returncode == 0, proc.stderr
+    assert int(proc.stdout) == api_version()
+    assert 1 <= api_version() <= int(ort.__version__.split(".")[1])
+    session(make_model("KLDivLoss_sum"))  # this onnxruntime provides it
+    assert f"requests C API {api_version()}" in doctor.report()
 
 
 @pytest.mark.parametrize("op", ["KLDivLoss_avg", "KLDivLoss_mean_logtarget_x", "kldivloss_mean"])
@@ -726,6 +739,18 @@ def test_a_missing_library_is_still_file_not_found(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match=r"nothing\.so") as info:
         library_path()
     assert not isinstance(info.value, LibraryDamagedError)
+
+
+def test_a_build_without_the_probes_reads_as_unknown(monkeypatch):
+    """A library that loads but exports neither probe (an older build; here the core module,
+    another shared object of the package) gives None and "unknown", not an error."""
+    other = native.core()
+    if other is None:
+        pytest.skip("kldiv_onnx._core not built")
+    monkeypatch.setenv(ENV_VAR, other.__file__)
+    assert api_version() is None
+    assert active_target() == "unknown (a build without KLDivOnnxActiveTarget)"
+    assert "requests C API unknown (a build without KLDivOnnxOrtApiVersion)" in doctor.report()
 
 
 def test_doctor_shows_the_simd_path_the_kernel_chose():

@@ -1,5 +1,6 @@
 // register.cc: the library's exported symbols (exports.map). Also the one place that reads the
 // environment: KLDIV_ONNX_ISA caps the core's SIMD target (the core reads no environment).
+#include <cstdint>
 #include <cstdlib>
 #include <exception>
 #include <mutex>
@@ -37,6 +38,10 @@ RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base);
 // string is static; call from any thread.
 __attribute__((visibility("default"))) const char* KLDivOnnxActiveTarget(void);
 
+// The onnxruntime C API version RegisterCustomOps requests (kOrtApiVersion), so that Python
+// reads it from the library instead of writing the number a second time.
+__attribute__((visibility("default"))) uint32_t KLDivOnnxOrtApiVersion(void);
+
 OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
   using kldiv::ort::kOrtApiVersion;
   const OrtApi* api = api_base->GetApi(kOrtApiVersion);
@@ -69,5 +74,7 @@ const char* KLDivOnnxActiveTarget(void) {
     return "error: unknown";
   }
 }
+
+uint32_t KLDivOnnxOrtApiVersion(void) { return kldiv::ort::kOrtApiVersion; }
 
 }  // extern "C"

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import onnxruntime as ort
 
+from ..errors import first_line
 from .tables import tables
 
 PROVIDER = "CANNExecutionProvider"
@@ -57,7 +58,7 @@ def _probe_library(name: str, folders: tuple[str, ...], ld_path: str) -> str | N
             ctypes.CDLL(candidate, mode=getattr(os, "RTLD_LAZY", 1) | ctypes.RTLD_LOCAL)
             return None
         except OSError as exc:
-            errors.append(str(exc).splitlines()[0])
+            errors.append(first_line(exc))
     return errors[-1] if errors else f"{name}: not found"
 
 

@@ -20,7 +20,7 @@ from ..model_io import ModelLike, load_model
 from .embed import (
     dims_of,
     dtype_of,
-    embed,
+    embed_variant,
     ensure_opset,
     node_names,
     unique,
@@ -92,7 +92,7 @@ def distill(
     prefixed with ``teacher/`` (its outputs too, so ``logits`` in both becomes
     ``teacher/logits``); inputs are shared. Neither argument is modified.
     """
-    Variant(reduction)  # checks the reduction
+    variant = Variant(reduction)
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
         raise TypeError(f"temperature must be a number, got {temperature!r}")
     if not math.isfinite(temperature) or temperature <= 0:
@@ -186,11 +186,11 @@ def distill(
     t_scaled = node("Div", [teacher_output, t_const], "teacher_scaled")
     t_probs = node("Softmax", [t_scaled], "teacher_probs", axis=-1)
     kl_name = unique(f"{output_name}_kl", names)
-    merged = embed(
+    merged = embed_variant(
         merged,
         s_scaled,
+        variant,
         target=t_probs,
-        reduction=reduction,
         log_softmax=True,
         output_name=kl_name,
     )
@@ -201,7 +201,7 @@ def distill(
     graph.node.append(helper.make_node("Mul", [kl_name, t2], [output_name], name=output_name))
     graph.output.append(
         helper.make_tensor_value_info(
-            output_name, elem, dims_of(kl_out) if reduction == "none" else []
+            output_name, elem, dims_of(kl_out) if variant.reduction == "none" else []
         )
     )
     onnx.checker.check_model(merged)

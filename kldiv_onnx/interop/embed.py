@@ -150,7 +150,28 @@ def embed(
     Bad names or shapes raise ``ValueError``, unsupported dtypes ``TypeError``, both naming
     the value; ``model`` itself is never modified.
     """
-    variant = Variant(reduction, log_target)
+    return embed_variant(
+        model,
+        input,
+        Variant(reduction, log_target),
+        target=target,
+        log_softmax=log_softmax,
+        output_name=output_name,
+        form=form,
+    )
+
+
+def embed_variant(
+    model: ModelLike,
+    input: str,
+    variant: Variant,
+    *,
+    target: str | None = None,
+    log_softmax: bool = False,
+    output_name: str = "kldiv_loss",
+    form: str = "function",
+) -> ModelProto:
+    """:func:`embed` of a parsed ``variant``."""
     if form not in FORMS:
         raise ValueError(f"form must be one of {FORMS}, got {form!r}")
     for role, name in (("input", input), ("output_name", output_name)):
@@ -183,7 +204,7 @@ def embed(
         t_dims = dims_of(t_info)
     if x_dims is not None and t_dims is not None:
         try:
-            out_dims: list[Dim] | None = output_shape(variant.reduction, x_dims, t_dims)
+            out_dims: list[Dim] | None = output_shape(variant, x_dims, t_dims)
         except ValueError as exc:
             raise ValueError(f"input {input!r} and target {t_name!r}: {exc}") from None
     else:
