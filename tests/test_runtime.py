@@ -458,9 +458,6 @@ def test_share_thread_pool_keeps_one_pool():
 # --- onnxruntime's private objects -----------------------------------------------------------
 
 PRIVATE = re.compile(r"\._sess\b|\._iobinding\b|_pybind_state|\._get_c_device\b")
-PENDING = {"bench/measure.py", "bench/kernel_log.py"}
-"""Benchmark modules that still reach the private objects themselves, until they call
-``kldiv_onnx._ort_fast`` as the rest of the package does."""
 
 
 def test_one_module_reaches_onnxruntimes_private_objects():
@@ -471,4 +468,4 @@ def test_one_module_reaches_onnxruntimes_private_objects():
         for path in root.rglob("*.py")
         if PRIVATE.search(path.read_text(encoding="utf-8"))
     }
-    assert reaching - PENDING == {"_ort_fast.py"}
+    assert reaching == {"_ort_fast.py"}

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from .. import errors
+from .._ort_fast import bound_run
 from ..arrays import to_ortvalue
 from ..runtime import session_options
 
@@ -27,8 +29,8 @@ def import_torch() -> tuple[Any, str]:
 
 
 def first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:400]
+    """``Type: first line of the message``, at most 400 characters (a bench table's note)."""
+    return f"{type(exc).__name__}: {errors.first_line(exc)}"[:400]
 
 
 def ort_session(model: bytes, threads: int, library: str | None, arena: bool) -> Any:
@@ -54,15 +56,14 @@ class OrtCall:
         for name, value in zip(names, self.values, strict=True):
             self.binding.bind_ortvalue_input(name, value)
         self.output = sess.get_outputs()[0].name
-        self._run = sess._sess.run_with_iobinding
-        self._native = self.binding._iobinding
+        self._run, _ = bound_run(sess, self.binding)
 
     def prepare(self) -> None:
         self.binding.clear_binding_outputs()
         self.binding.bind_output(self.output, "cpu")
 
     def __call__(self) -> None:
-        self._run(self._native, None)
+        self._run()
 
     def once(self) -> None:
         self.prepare()

@@ -40,6 +40,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .. import native
+from .._ort_fast import bound_run
 from ..arrays import to_ortvalue
 from ..export import build_model
 from ..reference import sample
@@ -158,10 +159,10 @@ def _bound_session(reduction: str, size: int, library: str) -> Any:
     for arg, value in zip(sess.get_inputs(), values, strict=False):
         binding.bind_ortvalue_input(arg.name, value)
     binding.bind_ortvalue_output(sess.get_outputs()[0].name, values[2])
-    run, native_binding = sess._sess.run_with_iobinding, binding._iobinding
+    run, _ = bound_run(sess, binding)
 
     def call() -> None:
-        run(native_binding, None)
+        run()
 
     call.keep = (sess, binding, values)  # type: ignore[attr-defined]
     return call

@@ -34,7 +34,7 @@ import onnx
 from .._contract import DTYPES, ONNX_TYPE_NAMES, Variant, dtype_name
 from ..data_files import check_feeds, declared_inputs, sample_feeds
 from ..errors import first_line
-from ..export import build_model
+from ..export import variant_model
 from ..graph import rename_values
 from ..model_io import ModelLike, load_model, write_bytes
 from ..reference import kl_div as reference_kl_div
@@ -267,9 +267,7 @@ def _validate_variant(
     """:func:`validate_op` on a parsed variant, checked inputs of dtype ``name`` and a checked
     ``rtol``."""
     if model is None:
-        model = build_model(
-            variant.reduction, variant.log_target, name, list(x.shape), list(t.shape)
-        )
+        model = variant_model(variant, name, list(x.shape), list(t.shape))
     report = Report(f"{variant.label} input {list(x.shape)} target {list(t.shape)}", name)
     ref = reference_kl_div(x, t, variant.reduction, variant.log_target)
     tol = tolerance(x, t, variant, ref) if rtol is None else model_tolerance(ref, rtol)
