@@ -1,7 +1,7 @@
 // kldiv_core.h: the numeric core of the fused KLDivLoss kernel. Plain C++17; knows nothing of
 // onnxruntime (nor of the environment), so it is unit-tested without a session
 // (custom_ops/tests/). Implemented one concern per file: names.cc, broadcast.cc, convert.cc,
-// dispatch.cc (target selection), scalar_kernels.cc and kldiv_simd.cc (the loops), driver.cc.
+// dispatch.cc (target selection), scalar_kernels.cc and simd_tables.cc (the loops), driver.cc.
 //
 // Semantics (pointwise on the numpy broadcast of input x and target t, float32 math):
 //   log_target = false: L = 0 where t == 0 (whatever x is), else t * (log(t) - x)

@@ -1,5 +1,5 @@
 // kldiv_kernels.h: internal interface between the driver (driver.cc), the target selection
-// (dispatch.cc) and the per-ISA loops (kldiv_simd.cc: AVX-512 and AVX2 via Highway;
+// (dispatch.cc) and the per-ISA loops (simd_tables.cc: AVX-512 and AVX2 via Highway;
 // scalar_kernels.cc: the portable fallback).
 #ifndef KLDIV_CORE_KLDIV_KERNELS_H_
 #define KLDIV_CORE_KLDIV_KERNELS_H_
@@ -33,9 +33,6 @@ struct Kernels {
 const Kernels* Avx3Kernels();
 const Kernels* Avx2Kernels();
 const Kernels* ScalarKernels();
-// The per-row KL loops of row_kl_simd.cc (what the AVX-512 and AVX2 tables hold).
-RowKLFn RowKLAvx3();
-RowKLFn RowKLAvx2();
 
 // The loops of the active target (dispatch.cc).
 const Kernels* ActiveKernels();

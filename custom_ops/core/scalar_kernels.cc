@@ -1,5 +1,5 @@
 // scalar_kernels.cc: the portable loops, for CPUs without AVX2 (plain libm log/exp, the same
-// semantics as the vector loops in kldiv_simd.cc).
+// semantics as the vector loops of simd_tables.cc).
 #include <cmath>
 
 #include "kldiv_core.h"

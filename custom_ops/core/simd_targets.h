@@ -1,5 +1,5 @@
-// simd_targets.h: the SIMD targets the vectorised files of the core (kldiv_simd.cc,
-// row_kl_simd.cc) are compiled for, set before Highway's headers; dispatch.cc picks one at load.
+// simd_targets.h: the SIMD targets the vectorised loops of the core (simd_tables.cc and its
+// -inl.h headers) are compiled for, set before Highway's headers; dispatch.cc picks one at load.
 // AVX-512 (F/VL/DQ/BW), AVX2 (+BMI2/FMA/F16C) and the static baseline, for which we compile
 // nothing (the portable loops in scalar_kernels.cc and row_kl.cc's float64 path serve it).
 // Highway's SSE4 target emulates float16 conversion without rounding or inf/NaN, so it is not

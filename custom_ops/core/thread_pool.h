@@ -3,16 +3,18 @@
 // the workers sleep between calls (a condition variable) rather than spin, so that they leave
 // the cores to whatever runs between two calls (compare's model sessions, whose onnxruntime
 // pools spin). Not OpenMP for that reason: its workers spin after each parallel region unless
-// the whole process sets OMP_WAIT_POLICY. Plain C++17.
+// the whole process sets OMP_WAIT_POLICY. Plain C++17 and POSIX (pthread_atfork).
+//
+// Fork-safe: a process forked while other threads use a pool (a Python program calling
+// os.fork or multiprocessing's fork start method while a thread computes) inherits none of the
+// workers and possibly locks that vanished threads held. In the child every pool is given fresh
+// locks and no workers, so its jobs run on the calling thread; the parent's state is left, never
+// destroyed (its condition variables may count waiters that no longer exist).
 #ifndef KLDIV_CORE_THREAD_POOL_H_
 #define KLDIV_CORE_THREAD_POOL_H_
 
-#include <condition_variable>
 #include <cstddef>
-#include <cstdint>
-#include <mutex>
-#include <thread>
-#include <vector>
+#include <memory>
 
 namespace kldiv {
 
@@ -25,22 +27,20 @@ class ThreadPool {
   ThreadPool& operator=(const ThreadPool&) = delete;
 
   // fn(data, i) for every i in [0, n) on the caller and at most `threads` - 1 workers; returns
-  // when every call has returned. Calls from several threads at once take turns.
+  // when every call has returned. Calls from several threads at once take turns. Must not be
+  // called from fn, nor make or destroy a ThreadPool there.
   void Run(std::size_t n, void (*fn)(void*, std::size_t), void* data, int threads);
 
-  int workers() const { return static_cast<int>(workers_.size()); }
+  // The worker threads: 0 in a process forked from the one that made the pool.
+  int workers() const;
 
  private:
   struct Job;
-  void Work();
+  struct State;
+  static void Work(State* state);
+  static void AfterForkInChild();
 
-  std::mutex run_;  // one Run at a time
-  std::mutex mutex_;
-  std::condition_variable wake_, left_;
-  Job* job_ = nullptr;  // the running job, under mutex_
-  std::uint64_t generation_ = 0;
-  bool stop_ = false;
-  std::vector<std::thread> workers_;
+  std::unique_ptr<State> state_;
 };
 
 }  // namespace kldiv

@@ -94,6 +94,7 @@ void TestAccuracy(const std::string& target);            // test_sums.cc
 void TestHugeBroadcast(const std::string& target);       // test_sums.cc
 void TestRowKL(const std::string& target);               // test_row_kl.cc
 void TestThreadPool();                                   // test_thread_pool.cc
+void TestThreadPoolFork();                               // test_thread_pool_fork.cc
 
 }  // namespace kldiv_test
 

@@ -49,6 +49,7 @@ int main() {
   kldiv::SetTarget(targets.front());
   TestHugeBroadcast(targets.front());
   TestThreadPool();
+  TestThreadPoolFork();
   std::printf("%d passed, %d failed\n", g_passed, g_failed);
   return g_failed == 0 ? 0 : 1;
 }

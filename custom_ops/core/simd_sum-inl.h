@@ -1,0 +1,132 @@
+// simd_sum-inl.h: the loss loop of the reductions (kldiv_kernels.h's SumFn): one run's losses
+// summed in float per step and accumulated in double.
+
+#include <cstdint>
+
+// Per-target include guard (see simd_common-inl.h).
+#if defined(KLDIV_CORE_SIMD_SUM_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef KLDIV_CORE_SIMD_SUM_INL_H_
+#undef KLDIV_CORE_SIMD_SUM_INL_H_
+#else
+#define KLDIV_CORE_SIMD_SUM_INL_H_
+#endif
+
+#include "hwy/highway.h"
+#include "kldiv_core.h"
+#include "simd_common-inl.h"
+#include "simd_io-inl.h"
+#include "simd_loss-inl.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace kldiv {
+namespace HWY_NAMESPACE {
+
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX2
+
+// Software prefetch 2 KiB ahead of the sum loop's reads, on AVX-512 (where the loop is fast
+// enough to outrun the hardware prefetchers once the inputs no longer fit L2: 2**18 float32
+// elements summed 0.39 -> 0.35 ns per element; no change in L2, and none for AVX2 or for the
+// pointwise loop, which also writes). Addresses are computed as integers: a prefetch past the
+// end of an input is harmless, a pointer past it is not.
+template <typename S, int kSX, int kST>
+HWY_INLINE void PrefetchAhead(const S* x, const S* t, int64_t i, int64_t count) {
+#if HWY_TARGET == HWY_AVX3
+  constexpr int64_t kAheadBytes = 2048;
+  for (int64_t k = 0; k < count * static_cast<int64_t>(sizeof(S)); k += 64) {
+    const auto at = [&](const S* p) {
+      return reinterpret_cast<const char*>(reinterpret_cast<uintptr_t>(p) +
+                                           static_cast<uintptr_t>(i) * sizeof(S) +
+                                           static_cast<uintptr_t>(k + kAheadBytes));
+    };
+    if (kSX) _mm_prefetch(at(x), _MM_HINT_T0);
+    if (kST) _mm_prefetch(at(t), _MM_HINT_T0);
+  }
+#else
+  (void)x, (void)t, (void)i, (void)count;
+#endif
+}
+
+template <DType kT, bool kLogTarget, int kSX, int kST>
+double SumRun(const void* xv, const void* tv, int64_t n) {
+  using S = typename Storage<kT>::type;
+  const S* x = static_cast<const S*>(xv);
+  const S* t = static_cast<const S*>(tv);
+  const DF d;
+  const hn::Half<DF> dh;
+  const hn::Repartition<double, DF> dd;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+  const VF xs = hn::Set(d, kSX ? 0.0f : LoadScalar<kT>(x));
+  const VF ts = hn::Set(d, kST ? 0.0f : LoadScalar<kT>(t));
+  auto acc_lo = hn::Zero(dd);
+  auto acc_hi = hn::Zero(dd);
+  // Adds a float vector of partial sums to the double accumulators.
+  const auto accumulate = [&](VF v) {
+    acc_lo = hn::Add(acc_lo, hn::PromoteTo(dd, hn::LowerHalf(dh, v)));
+    acc_hi = hn::Add(acc_hi, hn::PromoteTo(dd, hn::UpperHalf(dh, v)));
+  };
+  int64_t i = 0;
+  // Eight vectors per step, in two groups of four: independent log/exp chains for the
+  // out-of-order core, added pairwise in float (three roundings per lane, each within half an
+  // ulp of the partial) and promoted to double once per step instead of once per vector.
+  const auto load4 = [&](int64_t at, VF* xk, VF* tk) {
+    for (int k = 0; k < 4; ++k) {
+      xk[k] = kSX ? LoadVec<kT>(d, x + at + k * lanes) : xs;
+      tk[k] = kST ? LoadVec<kT>(d, t + at + k * lanes) : ts;
+    }
+  };
+  for (; i + 8 * lanes <= n; i += 8 * lanes) {
+    VF xk[4], tk[4], l[8];
+    PrefetchAhead<S, kSX, kST>(x, t, i, 8 * lanes);
+    load4(i, xk, tk);
+    Losses4<kLogTarget>(d, xk, tk, l);
+    load4(i + 4 * lanes, xk, tk);
+    Losses4<kLogTarget>(d, xk, tk, l + 4);
+    const VF partial = hn::Add(hn::Add(hn::Add(l[0], l[1]), hn::Add(l[2], l[3])),
+                               hn::Add(hn::Add(l[4], l[5]), hn::Add(l[6], l[7])));
+    if (HWY_LIKELY(hn::AllTrue(d, hn::IsFinite(partial)))) {
+      accumulate(partial);
+    } else {  // inf/NaN terms, or finite terms whose float sum overflows: add them in double
+      for (int k = 0; k < 8; ++k) accumulate(l[k]);
+    }
+  }
+  if (i + 4 * lanes <= n) {
+    VF xk[4], tk[4], l[4];
+    load4(i, xk, tk);
+    Losses4<kLogTarget>(d, xk, tk, l);
+    const VF partial = hn::Add(hn::Add(l[0], l[1]), hn::Add(l[2], l[3]));
+    if (HWY_LIKELY(hn::AllTrue(d, hn::IsFinite(partial)))) {
+      accumulate(partial);
+    } else {
+      for (int k = 0; k < 4; ++k) accumulate(l[k]);
+    }
+    i += 4 * lanes;
+  }
+  for (; i + lanes <= n; i += lanes) {
+    const VF xi = kSX ? LoadVec<kT>(d, x + i) : xs;
+    const VF ti = kST ? LoadVec<kT>(d, t + i) : ts;
+    accumulate(Loss<kLogTarget>(d, xi, ti));
+  }
+  if (i < n) {
+    HWY_ALIGN S xb[kMaxLanes];
+    HWY_ALIGN S tb[kMaxLanes];
+    FillTail<kT, kSX, kST>(x, t, i, n - i, xb, tb);
+    accumulate(Loss<kLogTarget>(d, LoadVec<kT>(d, xb), LoadVec<kT>(d, tb)));
+  }
+  return hn::GetLane(hn::SumOfLanes(dd, hn::Add(acc_lo, acc_hi)));
+}
+
+template <DType kT, bool kLogTarget>
+double Sum(const void* x, int64_t sx, const void* t, int64_t st, int64_t n) {
+  if (sx && st) return SumRun<kT, kLogTarget, 1, 1>(x, t, n);
+  if (sx) return SumRun<kT, kLogTarget, 1, 0>(x, t, n);
+  if (st) return SumRun<kT, kLogTarget, 0, 1>(x, t, n);
+  return SumRun<kT, kLogTarget, 0, 0>(x, t, n);
+}
+
+#endif  // HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX2
+
+}  // namespace HWY_NAMESPACE
+}  // namespace kldiv
+HWY_AFTER_NAMESPACE();
+
+#endif  // KLDIV_CORE_SIMD_SUM_INL_H_
