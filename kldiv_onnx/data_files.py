@@ -51,9 +51,22 @@ class InputSpec:
     dims: tuple[int | str | None, ...]
 
 
+def _not_a_tensor(name: str, kind: str) -> ValueError:
+    return ValueError(
+        f"model input {name!r} is a {kind}, not a tensor: run and validate feed tensors only "
+        "(.npy/.npz arrays)"
+    )
+
+
 def session_inputs(sess: Any) -> list[InputSpec]:
-    """The inputs of an onnxruntime session (``get_inputs()``)."""
-    return [InputSpec(i.name, ort_dtype(i.type), tuple(i.shape)) for i in sess.get_inputs()]
+    """The inputs of an onnxruntime session (``get_inputs()``); ``ValueError`` for one that is
+    not a tensor (a sequence, a map, an optional)."""
+    specs = []
+    for i in sess.get_inputs():
+        if not i.type.startswith("tensor("):
+            raise _not_a_tensor(i.name, i.type.partition("(")[0].replace("seq", "sequence"))
+        specs.append(InputSpec(i.name, ort_dtype(i.type), tuple(i.shape)))
+    return specs
 
 
 def elem_dtype(elem_type: int) -> np.dtype | None:
@@ -80,13 +93,17 @@ def declared_dims(tensor: onnx.TypeProto.Tensor) -> tuple[int | str | None, ...]
 
 
 def declared_inputs(model: onnx.ModelProto) -> list[InputSpec]:
-    """The graph inputs of a model that are not initializers (``ValueError`` for an element
-    type with no numpy dtype)."""
+    """The graph inputs of a model that are not initializers (``ValueError`` for one that is
+    not a tensor, or of an element type with no numpy dtype)."""
     initializers = {i.name for i in model.graph.initializer}
     specs = []
     for vi in model.graph.input:
         if vi.name in initializers:
             continue
+        kind = vi.type.WhichOneof("value")
+        if kind != "tensor_type":
+            what = (kind or "value of no type").removesuffix("_type").replace("_", " ")
+            raise _not_a_tensor(vi.name, what)
         tensor = vi.type.tensor_type
         dtype = elem_dtype(tensor.elem_type)
         if dtype is None:
