@@ -23,6 +23,7 @@ import onnx
 
 from .. import native, runtime
 from .. import providers as _providers
+from ..errors import ort_message
 from ..runtimes import OpenVINO
 from .data import Dataset
 from .models import KLStage
@@ -80,6 +81,20 @@ class ModelRunner:
         return self._run(feeds)[self.outputs.index(output)]
 
 
+def _model_runner(model: bytes, providers: Any, threads: int | None, role: str) -> ModelRunner:
+    """A :class:`ModelRunner`, or a ``ValueError`` naming ``role`` where the runtime refuses
+    the model (an op it lacks, mismatched types)."""
+    try:
+        return ModelRunner(model, providers, threads)
+    except ValueError:
+        raise
+    except Exception as exc:  # the runtime's own error types
+        runtime_name = OPENVINO if providers == [OPENVINO] else "onnxruntime"
+        raise ValueError(
+            f"the {role} model is refused by {runtime_name}: {ort_message(exc)}"
+        ) from exc
+
+
 def resolved_providers(providers: Any) -> list[str]:
     """The providers a model's session would run on (OpenVINO as it is)."""
     return [OPENVINO] if providers == [OPENVINO] else _providers.resolve(providers)[0]
@@ -91,8 +106,8 @@ class BatchRunner:
 
     def __init__(self, job: Job) -> None:
         self.job = job
-        self.base = ModelRunner(job.base, job.providers[0], job.threads)
-        self.candidate = ModelRunner(job.candidate, job.providers[1], job.threads)
+        self.base = _model_runner(job.base, job.providers[0], job.threads, "base")
+        self.candidate = _model_runner(job.candidate, job.providers[1], job.threads, "candidate")
         self.kl = KLStage(job.kl, job.kind, job.temperature, job.library, job.threads)
 
     def __call__(
