@@ -201,6 +201,10 @@ class _ParquetShard:
         self.rows = int(meta.num_rows)
         sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
         self._starts = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
+        names = self._file.schema_arrow.names
+        twice = next((n for n in names if names.count(n) > 1), None)
+        if twice is not None:
+            raise ValueError(f"{path}: column {twice!r} is in it twice: name each column once")
         self._columns = {
             field.name: _arrow_column(pa, field.type) for field in self._file.schema_arrow
         }
