@@ -410,7 +410,26 @@ def test_compare_probs_on_logits_says_so(tmp_path, models, capsys):
     argv = ["compare", *map(str, models), "--data", str(tmp_path / "data.npz"), "--kind", "probs"]
     assert main(argv) == 2
     line = one_line(capsys.readouterr().err)
-    assert "--kind" in line and "negative" in line and "logits" in line
+    assert "negative" in line and "kind logits" in line and "'logits'" in line
+
+
+def test_compare_probs_on_unnormalised_scores_warns(tmp_path, capsys):
+    """Non-negative rows far from summing to 1 are divided by their sum, as kind probs says,
+    with a one-line warning that they may be logits."""
+    w, b, w2 = weights()
+    paths = []
+    for name, weight in (("b", w), ("c", w2)):
+        model = classifier(weight, b)
+        model.graph.node.insert(-1, helper.make_node("Exp", ["z"], ["ez"]))
+        model.graph.node[-1].input[0] = "ez"
+        paths.append(tmp_path / f"{name}.onnx")
+        onnx.save(model, paths[-1])
+    np.savez(tmp_path / "data.npz", x=inputs(50))
+    argv = ["compare", *map(str, paths), "--data", str(tmp_path / "data.npz"), "--kind", "probs"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("kldiv-onnx: warning: kind probs:"), err
+    assert "not 1" in err[0] and "kind logits" in err[0]
 
 
 def test_compare_probs_on_probabilities_still_runs(tmp_path, capsys):
@@ -434,7 +453,8 @@ def test_compare_probs_on_probabilities_still_runs(tmp_path, capsys):
         (["--vers", "doctor"], "--vers"),
     ],
 )
-def test_abbreviated_options_are_refused(argv, option, capsys):
+def test_abbreviated_options_are_refused(argv, option, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # where an accepted abbreviation would write
     assert main(argv) == 2
     line = one_line(capsys.readouterr().err)
     assert option in line

@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import onnxruntime as ort
 
@@ -44,7 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         try:
             args = build_parser().parse_args(argv)
-            code = args.func(args)
+            with warnings.catch_warnings():
+                warnings.showwarning = _warning_line
+                code = args.func(args)
         except (UsageError, FileNotFoundError) as exc:
             sys.stdout.flush()
             print(f"kldiv-onnx: error: {exc}", file=sys.stderr)
@@ -57,6 +61,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         _drop_stdout()
         return 141
+
+
+def _warning_line(message: Warning | str, *_: Any, **__: Any) -> None:
+    """A warning as one line on stderr (Python's shows the file, line and source too)."""
+    print(f"kldiv-onnx: warning: {message}", file=sys.stderr)
 
 
 def _drop_stdout() -> None:

@@ -26,7 +26,7 @@ from .. import providers as _providers
 from ..errors import ort_message
 from ..runtimes import OpenVINO
 from .data import Dataset
-from .models import KLStage
+from .models import KLStage, check_probs
 
 ENGINES = ("local", "ray")
 TIMERS = ("read_s", "base_s", "candidate_s", "kl_s")
@@ -109,6 +109,7 @@ class BatchRunner:
         self.base = _model_runner(job.base, job.providers[0], job.threads, "base")
         self.candidate = _model_runner(job.candidate, job.providers[1], job.threads, "candidate")
         self.kl = KLStage(job.kl, job.kind, job.temperature, job.library, job.threads)
+        self.checked = False
 
     def __call__(
         self, feeds: Mapping[str, np.ndarray], timings: dict[str, float]
@@ -144,6 +145,9 @@ class BatchRunner:
         per_row = int(np.prod(base.shape[1:-1], dtype=np.int64))
         base = base.reshape(-1, classes).astype(np.float32, copy=False)
         candidate = candidate.reshape(-1, classes).astype(np.float32, copy=False)
+        if job.kind == "probs" and not self.checked:  # the first batch tells logits apart
+            self.checked = True
+            check_probs(base, candidate, job.outputs)
         kl, agree = self.kl(base, candidate)
         t3 = time.perf_counter()
         timings["base_s"] += t1 - t0
