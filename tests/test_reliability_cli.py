@@ -359,6 +359,12 @@ def test_validate_refuses_an_input_shape_beyond_memory(capsys):
     assert "--target-shape" in line
 
 
+def test_demo_refuses_a_size_beyond_memory(capsys):
+    assert main(["demo", "--size", str(HUGE_ROWS)]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert f"--size {HUGE_ROWS}" in line and "memory" in line
+
+
 # --- Parquet, sequences ----------------------------------------------------------------------
 
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import runtime
 from .._contract import DEFAULT_OPSET, DTYPES, REDUCTIONS
-from ..data_files import read_feeds, session_inputs
+from ..data_files import check_memory, read_feeds, session_inputs
 from ..demo import demo
 from ..doctor import report
 from ..errors import ort_message
@@ -81,6 +81,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    try:  # the random case is made in float64: two arrays of --size elements at least
+        check_memory(16 * args.size, f"--size {args.size} (in float64)")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
     return demo(size=args.size, seed=args.seed)
 
 
