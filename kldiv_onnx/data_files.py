@@ -11,6 +11,12 @@ bfloat16, and bfloat16 outputs saved with ``np.savez`` read back the same way. E
 (an unknown or missing input name, one file too many, a dtype, a rank or a static dim other than
 the model's) is a ``ValueError`` or ``TypeError`` naming the input, what the model expects and
 what was given.
+
+Every ``.npy`` header (a file's, or an ``.npz`` member's) is read and checked before its data
+(:func:`npy_header`): a damaged or pickled (object) array, a header declaring more data than the
+file or member holds, a member the archive says inflates beyond what deflate can give, or data
+beyond this machine's memory is a ``ValueError`` naming the file, never numpy's pickle path or
+an allocation the data does not need.
 """
 
 from __future__ import annotations
@@ -150,7 +156,7 @@ DEFLATE_MAX_RATIO = 1032
 to inflate to more than this times its compressed size is damaged, or a zip bomb."""
 
 
-def _bytes(n: int) -> str:
+def _bytes(n: float) -> str:
     for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
         if n < 1024 or unit == "TiB":
             return f"{n} bytes" if unit == "bytes" else f"{n:.1f} {unit}"
@@ -187,7 +193,9 @@ def npy_header(f: BinaryIO, size: int, where: str) -> tuple[tuple[int, ...], boo
         elif version == (2, 0):
             shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
         else:
-            raise ValueError(f".npy format version {version[0]}.{version[1]} (numpy writes 1.0)")
+            raise ValueError(
+                f".npy format version {version[0]}.{version[1]} (numpy writes 1.0 or 2.0)"
+            )
         offset = f.tell()
     except (ValueError, TypeError, SyntaxError, EOFError, OSError, zipfile.BadZipFile) as exc:
         raise ValueError(f"{where} is not an array numpy.save wrote: {first_line(exc)}") from exc
