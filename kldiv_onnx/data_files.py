@@ -11,18 +11,29 @@ bfloat16, and bfloat16 outputs saved with ``np.savez`` read back the same way. E
 (an unknown or missing input name, one file too many, a dtype, a rank or a static dim other than
 the model's) is a ``ValueError`` or ``TypeError`` naming the input, what the model expects and
 what was given.
+
+Every ``.npy`` header (a file's, or an ``.npz`` member's) is read and checked before its data
+(:func:`npy_header`): a damaged or pickled (object) array, a header declaring more data than the
+file or member holds, a member the archive says inflates beyond what deflate can give, or data
+beyond this machine's memory is a ``ValueError`` naming the file, never numpy's pickle path or
+an allocation the data does not need.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import zipfile
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import onnx
 
 from ._contract import DOMAIN, DTYPES, variant_of
+from .errors import first_line
 from .model_io import check_input_file
 from .reference import sample
 
@@ -46,9 +57,22 @@ class InputSpec:
     dims: tuple[int | str | None, ...]
 
 
+def _not_a_tensor(name: str, kind: str) -> ValueError:
+    return ValueError(
+        f"model input {name!r} is a {kind}, not a tensor: run and validate feed tensors only "
+        "(.npy/.npz arrays)"
+    )
+
+
 def session_inputs(sess: Any) -> list[InputSpec]:
-    """The inputs of an onnxruntime session (``get_inputs()``)."""
-    return [InputSpec(i.name, ort_dtype(i.type), tuple(i.shape)) for i in sess.get_inputs()]
+    """The inputs of an onnxruntime session (``get_inputs()``); ``ValueError`` for one that is
+    not a tensor (a sequence, a map, an optional)."""
+    specs = []
+    for i in sess.get_inputs():
+        if not i.type.startswith("tensor("):
+            raise _not_a_tensor(i.name, i.type.partition("(")[0].replace("seq", "sequence"))
+        specs.append(InputSpec(i.name, ort_dtype(i.type), tuple(i.shape)))
+    return specs
 
 
 def elem_dtype(elem_type: int) -> np.dtype | None:
@@ -75,13 +99,17 @@ def declared_dims(tensor: onnx.TypeProto.Tensor) -> tuple[int | str | None, ...]
 
 
 def declared_inputs(model: onnx.ModelProto) -> list[InputSpec]:
-    """The graph inputs of a model that are not initializers (``ValueError`` for an element
-    type with no numpy dtype)."""
+    """The graph inputs of a model that are not initializers (``ValueError`` for one that is
+    not a tensor, or of an element type with no numpy dtype)."""
     initializers = {i.name for i in model.graph.initializer}
     specs = []
     for vi in model.graph.input:
         if vi.name in initializers:
             continue
+        kind = vi.type.WhichOneof("value")
+        if kind != "tensor_type":
+            what = (kind or "value of no type").removesuffix("_type").replace("_", " ")
+            raise _not_a_tensor(vi.name, what)
         tensor = vi.type.tensor_type
         dtype = elem_dtype(tensor.elem_type)
         if dtype is None:
@@ -122,16 +150,160 @@ def sample_feeds(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]
     return feeds
 
 
+NPY_MAGIC = b"\x93NUMPY"
+DEFLATE_MAX_RATIO = 1032
+"""The most deflate expands its input (zlib's technical notes: 1032:1): an ``.npz`` member said
+to inflate to more than this times its compressed size is damaged, or a zip bomb."""
+
+
+def _bytes(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n} bytes" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError  # the loop always returns
+
+
+def memory_bytes() -> int | None:
+    """This machine's physical memory in bytes, None where the system does not say."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def check_memory(nbytes: int, what: str) -> None:
+    """``ValueError`` naming ``what`` when ``nbytes`` pass this machine's physical memory."""
+    memory = memory_bytes()
+    if memory is not None and nbytes > memory:
+        raise ValueError(
+            f"{what} needs {_bytes(nbytes)}, more than this machine's {_bytes(memory)} of memory"
+        )
+
+
+def npy_header(f: BinaryIO, size: int, where: str) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """Shape, Fortran order, dtype and data offset of the ``.npy`` array that starts ``f`` (of
+    ``size`` bytes in all), read without reading its data. ``ValueError`` naming ``where``
+    unless it is an array of numbers whose declared data fits in ``size``: a damaged header, a
+    pickled (object) array, a header declaring more data than the file holds."""
+    try:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise ValueError(
+                f".npy format version {version[0]}.{version[1]} (numpy writes 1.0 or 2.0)"
+            )
+        offset = f.tell()
+    except (ValueError, TypeError, SyntaxError, EOFError, OSError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{where} is not an array numpy.save wrote: {first_line(exc)}") from exc
+    if dtype.hasobject:
+        raise ValueError(
+            f"{where} holds Python objects (a pickled array), which are never loaded: save an "
+            "array of numbers"
+        )
+    need = math.prod(shape) * dtype.itemsize
+    if need > size - offset:
+        raise ValueError(
+            f"{where}: its header declares shape {list(shape)} of {dtype} ({_bytes(need)}) but "
+            f"the file holds {_bytes(max(size - offset, 0))} of data: it is truncated or damaged"
+        )
+    return tuple(shape), fortran, dtype, offset
+
+
+def npz_member_header(
+    archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: str | os.PathLike
+) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """:func:`npy_header` of one ``.npz`` member, checked against what the archive's directory
+    says of it first (a stored member's two sizes agree; a deflated one inflates at most
+    :data:`DEFLATE_MAX_RATIO` times), so that a lying header is refused before any data is
+    read or any memory given to it."""
+    where = f"{os.fspath(path)}: array {info.filename.removesuffix('.npy')!r}"
+    stored = info.compress_type == zipfile.ZIP_STORED
+    if (stored and info.file_size != info.compress_size) or (
+        info.compress_type == zipfile.ZIP_DEFLATED
+        and info.file_size > DEFLATE_MAX_RATIO * info.compress_size + 1024
+    ):
+        raise ValueError(
+            f"{where}: the archive says {_bytes(info.compress_size)} unpack to "
+            f"{_bytes(info.file_size)}, which {'differ' if stored else 'deflate cannot give'}: "
+            "the archive is damaged (or a zip bomb)"
+        )
+    try:
+        with archive.open(info) as f:
+            return npy_header(f, info.file_size, where)
+    except (zipfile.BadZipFile, NotImplementedError, RuntimeError, OSError, EOFError) as exc:
+        raise ValueError(f"{where}: {first_line(exc)}") from exc
+
+
+def _read_npy(f: BinaryIO, path: str) -> np.ndarray:
+    where = f"data file {path!r}"
+    header = npy_header(f, os.fstat(f.fileno()).st_size, where)
+    check_memory(math.prod(header[0]) * header[2].itemsize, where)
+    f.seek(0)
+    try:
+        return np.lib.format.read_array(f, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise ValueError(f"cannot read {where}: {first_line(exc)}") from exc
+
+
+def _read_npz(f: BinaryIO, path: str) -> dict[str | None, np.ndarray]:
+    try:
+        archive = zipfile.ZipFile(f)
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise ValueError(
+            f"cannot read data file {path!r} as .npz: {first_line(exc)} (truncated or damaged)"
+        ) from exc
+    with archive:
+        infos = archive.infolist()
+        names = [i.filename for i in infos]
+        for name in names:
+            if not name.endswith(".npy"):
+                raise ValueError(
+                    f"data file {path!r}: member {name!r} is not a .npy array (an .npz holds "
+                    "the arrays numpy.savez writes)"
+                )
+            if names.count(name) > 1:
+                raise ValueError(f"data file {path!r}: member {name!r} is in it twice")
+        sizes = [npz_member_header(archive, i, path) for i in infos]
+        check_memory(
+            sum(math.prod(shape) * dtype.itemsize for shape, _, dtype, _ in sizes),
+            f"data file {path!r}",
+        )
+        arrays: dict[str | None, np.ndarray] = {}
+        for info in infos:
+            key = info.filename.removesuffix(".npy")
+            try:
+                with archive.open(info) as member:
+                    arrays[key] = np.lib.format.read_array(member, allow_pickle=False)
+            except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+                raise ValueError(
+                    f"cannot read data file {path!r}: array {key!r}: {first_line(exc)}"
+                ) from exc
+        return arrays
+
+
 def _read(path: str) -> dict[str | None, np.ndarray] | np.ndarray:
+    """An ``.npy`` file's array or an ``.npz`` file's arrays by name, each header checked
+    before its data is read (:func:`npy_header`): never numpy's pickle path, never more memory
+    than the data holds."""
     check_input_file(path, "data file")
     try:
-        loaded = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot read data file {path!r}: {exc}") from exc
-    if isinstance(loaded, np.lib.npyio.NpzFile):
-        with loaded:
-            return {k: loaded[k] for k in loaded.files}
-    return loaded
+        with open(path, "rb") as f:
+            magic = f.read(len(NPY_MAGIC))
+            f.seek(0)
+            if magic.startswith(b"PK"):
+                return _read_npz(f, path)
+            if magic == NPY_MAGIC:
+                return _read_npy(f, path)
+    except OSError as exc:
+        raise ValueError(f"cannot read data file {path!r}: {first_line(exc)}") from exc
+    raise ValueError(
+        f"cannot read data file {path!r}: not a .npy or .npz file (numpy.save and numpy.savez "
+        "write them)"
+    )
 
 
 def check_feed(spec: InputSpec, array: np.ndarray) -> np.ndarray:

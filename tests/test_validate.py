@@ -134,3 +134,11 @@ def test_distillation_model_file_agrees_and_rtol_tightens(tmp_path, capsys):
     assert main(["validate", str(path)]) == 0
     assert main(["validate", str(path), "--rtol", "1e-9"]) == 1
     assert "DISAGREES" in capsys.readouterr().out
+
+
+def test_an_op_shape_beyond_memory_is_refused_before_any_allocation():
+    """2**40 × 10 seeded values (80 TiB in float64) are refused from the shape itself."""
+    with pytest.raises(ValueError, match=r"input_shape \[1099511627776, 10\].*memory"):
+        validate(input_shape=(2**40, 10))
+    with pytest.raises(ValueError, match=r"target_shape \[1099511627776, 1, 10\].*memory"):
+        validate(input_shape=(1, 10), target_shape=(2**40, 1, 10))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Any
 
 import onnx
 
@@ -17,7 +18,12 @@ class UsageError(Exception):
 
 class Parser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose errors are :class:`UsageError` (argparse would print its
-    usage block and exit)."""
+    usage block and exit), and which takes long options only as spelled out: an abbreviation
+    (``--out`` for ``--output``) would change meaning when a later option shares its prefix."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(message)

@@ -9,10 +9,10 @@ import numpy as np
 
 from .. import runtime
 from .._contract import DEFAULT_OPSET, DTYPES, REDUCTIONS
-from ..data_files import read_feeds, session_inputs
+from ..data_files import check_memory, read_feeds, session_inputs
 from ..demo import demo
 from ..doctor import report
-from ..errors import first_line
+from ..errors import ort_message
 from ..export import FORMS, build_model
 from ..model_io import atomic_write, check_output_path
 from .common import UsageError, positive_int, read_paths, shape, write_model
@@ -40,12 +40,6 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ort_message(exc: BaseException) -> str:
-    """The first line of an error; of onnxruntime's, the node's own message where it has one."""
-    line = first_line(exc)
-    return line.rpartition("Status Message: ")[2] or line
-
-
 def _cmd_run(args: argparse.Namespace) -> int:
     output = None
     if args.output:
@@ -63,7 +57,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except (OSError, ValueError, TypeError) as exc:  # each names the path
         raise UsageError(str(exc)) from exc
     except Exception as exc:  # onnxruntime's own errors: invalid model files
-        raise UsageError(f"cannot load {args.model}: {_ort_message(exc)}") from exc
+        raise UsageError(f"cannot load {args.model}: {ort_message(exc)}") from exc
     try:
         feeds = read_feeds(args.inputs, session_inputs(sess))
     except (OSError, ValueError, TypeError) as exc:
@@ -71,7 +65,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:
         outputs = runtime.run(sess, feeds)
     except Exception as exc:  # what onnxruntime checks at run time (e.g. broadcasting)
-        raise UsageError(f"cannot run {args.model}: {_ort_message(exc)}") from exc
+        raise UsageError(f"cannot run {args.model}: {ort_message(exc)}") from exc
     out_names = [o.name for o in sess.get_outputs()]
     if output:
         try:
@@ -87,6 +81,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    try:  # the random case is made in float64: two arrays of --size elements at least
+        check_memory(16 * args.size, f"--size {args.size} (in float64)")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
     return demo(size=args.size, seed=args.seed)
 
 

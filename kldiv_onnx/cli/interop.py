@@ -11,7 +11,7 @@ from ..export import FORMS
 from ..interop.distill import distill
 from ..interop.embed import embed
 from ..interop.fuse import fuse
-from ..interop.validate import validate_model, validate_op, write_json
+from ..interop.validate import check_shape_memory, validate_model, validate_op, write_json
 from ..model_io import check_output_path
 from .common import (
     UsageError,
@@ -97,6 +97,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         else:
             if args.inputs:
                 raise UsageError("--inputs needs a model file")
+            check_shape_memory(args.input_shape, "--input-shape")
+            if args.target_shape is not None:
+                check_shape_memory(args.target_shape, "--target-shape")
             report = validate_op(
                 args.reduction,
                 args.log_target,

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data_files import npz_member_header
+
 Piece = tuple[int, int, int]
 """(shard index, first row, end row) of one shard's part of a batch."""
 
@@ -57,18 +59,9 @@ class _NpzShard:
                     if not info.filename.endswith(".npy"):
                         continue
                     key = info.filename[: -len(".npy")]
-                    with archive.open(info) as f:
-                        version = np.lib.format.read_magic(f)
-                        if version == (1, 0):
-                            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-                        elif version == (2, 0):
-                            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-                        else:
-                            shape, fortran, dtype = np.lib.format._read_array_header(f, version)
-                        offset = f.tell()
-                    if dtype.hasobject:
-                        raise ValueError(f"{path}: array {key!r} holds Python objects")
-                    self._members[key] = (info.filename, tuple(shape), dtype, fortran, offset)
+                    # checked against the member's size: a header declaring more rows is refused
+                    shape, fortran, dtype, offset = npz_member_header(archive, info, path)
+                    self._members[key] = (info.filename, shape, dtype, fortran, offset)
         except (zipfile.BadZipFile, OSError) as exc:
             raise ValueError(f"cannot read {path} as .npz: {exc}") from exc
         if not self._members:
@@ -208,6 +201,10 @@ class _ParquetShard:
         self.rows = int(meta.num_rows)
         sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
         self._starts = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
+        names = self._file.schema_arrow.names
+        twice = next((n for n in names if names.count(n) > 1), None)
+        if twice is not None:
+            raise ValueError(f"{path}: column {twice!r} is in it twice: name each column once")
         self._columns = {
             field.name: _arrow_column(pa, field.type) for field in self._file.schema_arrow
         }

@@ -23,9 +23,10 @@ import onnx
 
 from .. import native, runtime
 from .. import providers as _providers
+from ..errors import ort_message
 from ..runtimes import OpenVINO
 from .data import Dataset
-from .models import KLStage
+from .models import KLStage, check_probs
 
 ENGINES = ("local", "ray")
 TIMERS = ("read_s", "base_s", "candidate_s", "kl_s")
@@ -80,6 +81,20 @@ class ModelRunner:
         return self._run(feeds)[self.outputs.index(output)]
 
 
+def _model_runner(model: bytes, providers: Any, threads: int | None, role: str) -> ModelRunner:
+    """A :class:`ModelRunner`, or a ``ValueError`` naming ``role`` where the runtime refuses
+    the model (an op it lacks, mismatched types)."""
+    try:
+        return ModelRunner(model, providers, threads)
+    except ValueError:
+        raise
+    except Exception as exc:  # the runtime's own error types
+        runtime_name = OPENVINO if providers == [OPENVINO] else "onnxruntime"
+        raise ValueError(
+            f"the {role} model is refused by {runtime_name}: {ort_message(exc)}"
+        ) from exc
+
+
 def resolved_providers(providers: Any) -> list[str]:
     """The providers a model's session would run on (OpenVINO as it is)."""
     return [OPENVINO] if providers == [OPENVINO] else _providers.resolve(providers)[0]
@@ -91,9 +106,10 @@ class BatchRunner:
 
     def __init__(self, job: Job) -> None:
         self.job = job
-        self.base = ModelRunner(job.base, job.providers[0], job.threads)
-        self.candidate = ModelRunner(job.candidate, job.providers[1], job.threads)
+        self.base = _model_runner(job.base, job.providers[0], job.threads, "base")
+        self.candidate = _model_runner(job.candidate, job.providers[1], job.threads, "candidate")
         self.kl = KLStage(job.kl, job.kind, job.temperature, job.library, job.threads)
+        self.checked = False
 
     def __call__(
         self, feeds: Mapping[str, np.ndarray], timings: dict[str, float]
@@ -129,6 +145,9 @@ class BatchRunner:
         per_row = int(np.prod(base.shape[1:-1], dtype=np.int64))
         base = base.reshape(-1, classes).astype(np.float32, copy=False)
         candidate = candidate.reshape(-1, classes).astype(np.float32, copy=False)
+        if job.kind == "probs" and not self.checked:  # the first batch tells logits apart
+            self.checked = True
+            check_probs(base, candidate, job.outputs)
         kl, agree = self.kl(base, candidate)
         t3 = time.perf_counter()
         timings["base_s"] += t1 - t0

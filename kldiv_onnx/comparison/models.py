@@ -19,6 +19,7 @@ bits. Where the library is not built, :func:`kl_rows` computes the same in float
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -268,6 +269,39 @@ def kl_rows(
         kl = terms.sum(axis=-1)
     agree = np.asarray(base).argmax(axis=-1) == np.asarray(candidate).argmax(axis=-1)
     return kl, agree
+
+
+PROBS_SUM_TOLERANCE = 1e-2
+"""How far from 1 a row of kind 'probs' may sum before :func:`check_probs` warns (float16
+softmax rows are off by up to about 1e-3)."""
+
+
+def check_probs(base: np.ndarray, candidate: np.ndarray, outputs: tuple[str, str]) -> None:
+    """Check that a batch of both models' ``(n, classes)`` outputs (named ``outputs``),
+    compared as kind 'probs', looks like probabilities. A negative value is an error: its row's
+    KL is NaN, so a report of such outputs (logits, log-probabilities) would measure nothing. A
+    row far from summing to 1 is divided by its sum, as the kind says, with one warning:
+    non-negative scores may be meant, or may be logits that happen to be positive."""
+    roles = (("base", base, outputs[0]), ("candidate", candidate, outputs[1]))
+    for role, values, output in roles:
+        negative = values < 0
+        if negative.any():
+            raise ValueError(
+                f"kind probs takes probabilities, but the {role} model's output {output!r} "
+                f"holds negative values (min {float(values[negative].min()):.4g}): compare "
+                "logits with kind logits, log-probabilities with kind log-probs"
+            )
+    for role, values, output in roles:
+        sums = values.sum(axis=-1, dtype=np.float64)
+        off = np.abs(sums - 1) > PROBS_SUM_TOLERANCE
+        if off.any():
+            warnings.warn(
+                f"kind probs: rows of the {role} model's output {output!r} sum to "
+                f"{float(sums[off][0]):.4g}, not 1; each row is divided by its sum (if they "
+                "are logits, compare with kind logits)",
+                stacklevel=2,
+            )
+            return
 
 
 KL_WAYS = {

@@ -32,7 +32,7 @@ import numpy as np
 import onnx
 
 from .._contract import DTYPES, ONNX_TYPE_NAMES, Variant, dtype_name
-from ..data_files import check_feeds, declared_inputs, sample_feeds
+from ..data_files import check_feeds, check_memory, declared_inputs, sample_feeds
 from ..errors import first_line
 from ..export import variant_model
 from ..graph import rename_values
@@ -243,10 +243,19 @@ def validate_op(
     if inputs is None:
         x_shape = tuple(int(d) for d in input_shape)
         t_shape = x_shape if target_shape is None else tuple(int(d) for d in target_shape)
+        check_shape_memory(x_shape, "input_shape")
+        check_shape_memory(t_shape, "target_shape")
         x, t = sample_inputs(x_shape, t_shape, DTYPES[name], variant.log_target, seed)
     else:
         x, t = _given(inputs, name)
     return _validate_variant(variant, name, x, t, model, rtol)
+
+
+def check_shape_memory(shape: Sequence[int], what: str) -> None:
+    """``ValueError`` naming ``what`` when seeded inputs of ``shape`` could not be held: each is
+    made and checked in float64, two arrays of its elements at least."""
+    elements = math.prod(int(d) for d in shape)
+    check_memory(16 * elements, f"{what} {list(shape)} ({elements} elements, in float64)")
 
 
 def _given(inputs: tuple[np.ndarray, np.ndarray], name: str) -> tuple[np.ndarray, np.ndarray]:
