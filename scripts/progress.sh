@@ -7,7 +7,7 @@ step() {
   shift
   echo "==> $what" >&2
   (
-    while sleep 60; do
+    while sleep 60 && kill -0 $$ 2>/dev/null; do  # ends with the script, however it ends
       echo "    ... still running, $(((SECONDS - start) / 60)) min so far" >&2
     done
   ) &
