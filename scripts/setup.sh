@@ -46,6 +46,6 @@ if [ "$purpose" = test ]; then
 fi
 # pip prints nothing while CMake compiles (its -v prints every compiler line); the step's
 # minute lines show it is still at work.
-step "set-up: pip install '.[${extras}]': the dependencies, then the native library and kldiv_onnx._core compiled by CMake (about BUILD_MIN min on 2 cores)" \
+step "set-up: pip install '.[${extras}]': the dependencies, then the native library and kldiv_onnx._core compiled by CMake (the compile: about a minute on 2 cores)" \
   .venv/bin/python -m pip install -q ".[${extras}]"
 .venv/bin/kldiv-onnx doctor
