@@ -1,4 +1,5 @@
-"""The README's runtime × form × dtype table: every build_model variant on every ONNX runtime.
+"""The runtime × form × dtype table of docs/runtimes.md: every build_model variant on every
+ONNX runtime.
 
 For each runtime, each file form (``function``: one kldiv_onnx node and its model-local
 function, the default; ``inline``: ``build_model(form='inline')``) and each dtype, the 24 cases
@@ -8,8 +9,10 @@ case agrees, else the count and the first error. Runtimes: the adapters of kldiv
 plus OpenVINO without the registration and tract on the file as it is, to show what the
 registration and inlining change.
 
-Usage: python scripts/runtime_table.py [--json FILE] [--quick]
-(--quick: one case per cell, for the tests)
+Usage: python scripts/runtime_table.py [--json FILE] [--quick] [--from-json FILE] [--doc FILE.md]
+(--quick: one case per cell, for the tests; --from-json: the table of an earlier --json run
+instead of a new run; --doc: also write the table into FILE.md, between the lines
+``<!-- runtime-table ... -->`` and ``<!-- /runtime-table -->``, leaving the rest as it is)
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import onnx
 
 from kldiv_onnx._contract import DTYPES, REDUCTIONS, Variant
 from kldiv_onnx.export import build_model
+from kldiv_onnx.model_io import write_bytes
 from kldiv_onnx.reference import kl_div, sample_inputs
 from kldiv_onnx.runtimes import Runtime, runtimes
 from kldiv_onnx.tolerance import tolerance
@@ -154,17 +158,41 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+START = "<!-- runtime-table"
+END = "<!-- /runtime-table -->"
+
+
+def into_doc(text: str, table_markdown: str) -> str:
+    """``text`` with the lines between its runtime-table markers replaced by the table."""
+    lines = text.splitlines(keepends=True)
+    starts = [i for i, line in enumerate(lines) if line.startswith(START)]
+    ends = [i for i, line in enumerate(lines) if line.startswith(END)]
+    if len(starts) != 1 or len(ends) != 1 or ends[0] < starts[0]:
+        raise ValueError(f"expected one '{START} ...' line followed by one '{END}' line")
+    body = table_markdown.rstrip("\n") + "\n"
+    return "".join(lines[: starts[0] + 1]) + body + "".join(lines[ends[0] :])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="also write the table as JSON to this file")
     parser.add_argument("--quick", action="store_true", help="one case per cell")
+    parser.add_argument("--from-json", metavar="FILE", help="the table of an earlier --json run")
+    parser.add_argument("--doc", metavar="FILE.md", help="write the table into this page")
     args = parser.parse_args(argv)
-    result = table(args.quick)
-    print(markdown(result))
+    if args.from_json:
+        with open(args.from_json, encoding="utf-8") as f:
+            result = json.load(f)
+    else:
+        result = table(args.quick)
+    text = markdown(result)
+    print(text)
+    if args.doc:
+        with open(args.doc, encoding="utf-8") as f:
+            page = f.read()
+        write_bytes(args.doc, into_doc(page, text).encode("utf-8"), "page")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
-            f.write("\n")
+        write_bytes(args.json, (json.dumps(result, indent=2) + "\n").encode("utf-8"), "JSON")
     return 0
 
 

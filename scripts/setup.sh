@@ -2,10 +2,12 @@
 # Set-up on a fresh machine: build prerequisites, a virtual environment in .venv, and the
 # project installed into it with its native library (pip install . runs CMake through
 # scikit-build-core). Usage: scripts/setup.sh [demo|test]  (test also installs the test tools
-# and PyTorch 2.13 CPU, the independent reference of the tests).
+# and PyTorch 2.13 CPU, the independent reference of the tests). Each long step prints a line
+# before it, its elapsed time every minute and when it ends (scripts/progress.sh).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+source scripts/progress.sh
 purpose=${1:-demo}
 
 # Highway's headers (vectorised log/exp of the native kernel): a Debian package, header-only use.
@@ -19,19 +21,31 @@ if ! python3 -c 'import os, sysconfig, sys; sys.exit(not os.path.isfile(os.path.
 fi
 if [ ${#packages[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  $sudo apt-get install -y -qq "${packages[@]}" >/dev/null
+  install_packages() {
+    $sudo apt-get update -qq
+    $sudo apt-get install -y -qq "${packages[@]}" >/dev/null
+  }
+  step "set-up: installing ${packages[*]} (apt-get)" install_packages
 fi
 # onnxruntime's C/C++ headers: not in its wheels; unpacked from Debian's libonnxruntime-dev.
-[ -n "${ORT_INCLUDE_DIR:-}" ] || bash scripts/fetch_ort_headers.sh
+if [ -z "${ORT_INCLUDE_DIR:-}" ]; then
+  step "set-up: onnxruntime's C/C++ headers into third_party/ (Debian's libonnxruntime-dev)" \
+    bash scripts/fetch_ort_headers.sh
+fi
 
-[ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip
+if [ ! -x .venv/bin/python ]; then
+  step "set-up: creating the virtual environment .venv" python3 -m venv .venv
+fi
+step "set-up: upgrading pip in .venv" .venv/bin/python -m pip install -q --upgrade pip
 extras="cpu"
 [ "$purpose" = test ] && extras="cpu,test,mindspore,bench,ray,openvino,tract"
 if [ "$purpose" = test ]; then
   # torch first, pinned: its CPU build lies on this machine's disk (a bare 'torch' pulls CUDA).
-  .venv/bin/python -m pip install -q torch==2.13.0
+  step "set-up: installing PyTorch 2.13 CPU (pip; a large download the first time)" \
+    .venv/bin/python -m pip install -q torch==2.13.0
 fi
-.venv/bin/python -m pip install -q ".[${extras}]"
+# pip prints nothing while CMake compiles (its -v prints every compiler line); the step's
+# minute lines show it is still at work.
+step "set-up: pip install '.[${extras}]': the dependencies, then the native library and kldiv_onnx._core compiled by CMake (the compile: about a minute on 2 cores)" \
+  .venv/bin/python -m pip install -q ".[${extras}]"
 .venv/bin/kldiv-onnx doctor

@@ -25,7 +25,8 @@ SHAPES = {
     "3d": ((4, 1, 6), (3, 6)),
 }
 MATRIX = list(itertools.product(REDUCTIONS, (False, True), SHAPES))
-"""(reduction, log_target, shape name): with each dtype, the cases of the README's table."""
+"""(reduction, log_target, shape name): with each dtype, the cases of the runtime table of
+docs/runtimes.md."""
 
 
 def check_variant(run_model, reduction: str, log_target: bool, dtype: str, shape: str) -> None:
