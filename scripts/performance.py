@@ -391,10 +391,8 @@ def _kernel_reading(section: dict[str, Any] | None) -> list[str]:
     return [
         text,
         "",
-        "`custom_ops/bench/bench_core.cc` times the numeric core per element without "
-        "onnxruntime: `cmake -S custom_ops -B build/native && cmake --build build/native -j 2 "
-        "&& build/native/kldiv_bench_core 262144 300 best float32 sum` (`avx3`, `avx2` or "
-        "`scalar` in place of `best` for one path).",
+        "The numeric core alone, without onnxruntime (`custom_ops/bench/bench_core.cc`): "
+        "[Timing the core alone](native-kernel.md#timing-the-core-alone).",
         "",
     ]
 
