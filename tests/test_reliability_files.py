@@ -1,0 +1,323 @@
+"""Model files under stress: tensors kept outside the model wherever they sit, concurrent
+writers, data files named like the output, file modes, the session cache's keys and budget,
+and recursive local functions."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import re
+import stat
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from onnx.external_data_helper import set_external_data
+
+from kldiv_onnx import runtime
+from kldiv_onnx.cli import main
+from kldiv_onnx.model_io import load_model, save_model, uses_external_data
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+STUDENT = MODELS / "torch" / "student_mlp.onnx"
+FEATURES, CLASSES = 16, 10
+
+
+def _one_line_exit_2(argv: list[str], capfd: pytest.CaptureFixture[str]) -> str:
+    assert main(argv) == 2
+    err = capfd.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err and "[E:onnxruntime" not in err
+    return err
+
+
+def _weights(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((FEATURES, CLASSES)).astype(np.float32)
+    b = rng.standard_normal(CLASSES).astype(np.float32)
+    return w, b
+
+
+def _linear(w_node: onnx.NodeProto | None, initializers: list[TensorProto]) -> onnx.ModelProto:
+    """``logits = features @ W + b`` with ``W`` made by ``w_node`` (or an initializer)."""
+    nodes = [
+        helper.make_node("MatMul", ["features", "W"], ["xw"]),
+        helper.make_node("Add", ["xw", "b"], ["logits"]),
+    ]
+    graph = helper.make_graph(
+        ([w_node] if w_node is not None else []) + nodes,
+        "linear",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", FEATURES])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", CLASSES])],
+        initializers,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def _constant_external_model(folder: Path, seed: int = 0) -> Path:
+    """A model whose ``Constant`` node keeps its ``value`` in ``w.bin`` beside it (no
+    initializer is external)."""
+    w, b = _weights(seed)
+    value = numpy_helper.from_array(w, "W")
+    (folder / "w.bin").write_bytes(value.raw_data)
+    set_external_data(value, "w.bin", offset=0, length=len(value.raw_data))
+    value.ClearField("raw_data")
+    node = helper.make_node("Constant", [], ["W"], value=value)
+    path = folder / "m.onnx"
+    path.write_bytes(_linear(node, [numpy_helper.from_array(b, "b")]).SerializeToString())
+    return path
+
+
+@pytest.fixture(params=["empty", "decoy"])
+def constant_external(request, tmp_path, monkeypatch) -> Path:
+    """The model in ``tmp/model``; the working directory is another folder, empty or holding a
+    decoy ``w.bin`` with other numbers."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    path = _constant_external_model(folder)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    if request.param == "decoy":
+        (cwd / "w.bin").write_bytes(numpy_helper.from_array(_weights(99)[0]).raw_data)
+    monkeypatch.chdir(cwd)
+    return path
+
+
+def _features() -> np.ndarray:
+    return np.random.default_rng(5).standard_normal((4, FEATURES)).astype(np.float32)
+
+
+def _expected_logits() -> np.ndarray:
+    w, b = _weights(0)
+    return _features().astype(np.float64) @ w.astype(np.float64) + b
+
+
+def _feeds(sess: object, features: np.ndarray) -> dict[str, np.ndarray]:
+    """``features``, and a uniform target for the input ``embed`` adds."""
+    feeds = {"features": features}
+    for i in sess.get_inputs():  # type: ignore[attr-defined]
+        if i.name != "features":
+            feeds[i.name] = np.full((len(features), CLASSES), 1 / CLASSES, np.float32)
+    return feeds
+
+
+def _check_logits(path: Path) -> None:
+    """The model at ``path`` loads from a third folder and computes ``features @ W + b``."""
+    sess = runtime.session(path)
+    got = runtime.run(sess, _feeds(sess, _features()), ["logits"])[0]
+    np.testing.assert_allclose(got, _expected_logits(), rtol=1e-5, atol=1e-5)
+
+
+# --- a Constant node's value kept as external data ----------------------------------------------
+
+
+def test_constant_value_in_external_data_is_found(constant_external):
+    assert uses_external_data(load_model(constant_external, external_data=False))
+    proto = load_model(constant_external)
+    assert not uses_external_data(proto)  # everything read, from the model's folder
+    got = runtime.run(runtime.session(proto), {"features": _features()})[0]
+    np.testing.assert_allclose(got, _expected_logits(), rtol=1e-5, atol=1e-5)
+    _check_logits(constant_external)
+
+
+@pytest.mark.parametrize("against", ["itself", "inline"])
+def test_compare_constant_external_model(constant_external, tmp_path, against):
+    """Against itself or the same weights held in the model: KL 0 for every sample."""
+    np.savez(tmp_path / "d.npz", features=_features())
+    candidate = constant_external
+    if against == "inline":
+        w, b = _weights(0)
+        node = helper.make_node("Constant", [], ["W"], value=numpy_helper.from_array(w, "W"))
+        candidate = tmp_path / "inline.onnx"
+        onnx.save(_linear(node, [numpy_helper.from_array(b, "b")]), candidate)
+    report = tmp_path / "r.json"
+    argv = [
+        "compare",
+        str(constant_external),
+        str(candidate),
+        "--data",
+        str(tmp_path / "d.npz"),
+        "--json",
+        str(report),
+    ]
+    assert main(argv) == 0
+    kl = json.loads(report.read_text())["kl"]
+    assert kl["max"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["embed", "{m}", "{out}", "--input", "logits", "--log-softmax"],
+        ["inline", "{m}", "{out}"],
+        ["fuse", "{m}", "{out}"],
+        ["prepare", "{m}", "{out}", "--target", "onnxruntime"],
+        ["prepare", "{m}", "{out}", "--target", "portable"],
+    ],
+)
+def test_rewrites_of_constant_external_model_load_and_run(constant_external, tmp_path, argv):
+    out = tmp_path / "out" / "o.onnx"
+    out.parent.mkdir()
+    assert main([a.format(m=constant_external, out=out) for a in argv]) == 0
+    third = tmp_path / "third"
+    third.mkdir()
+    os.chdir(third)  # monkeypatch restores the working directory
+    _check_logits(out)
+
+
+# --- a data file named like the output in the working directory ---------------------------------
+
+
+def _external_student(folder: Path) -> Path:
+    """The student model as a torch dynamo export writes it: weights in ``<name>.data``."""
+    path = folder / "student.onnx"
+    onnx.save(
+        onnx.load(STUDENT),
+        path,
+        save_as_external_data=True,
+        location="student.onnx.data",
+        size_threshold=0,
+    )
+    return path
+
+
+def _student_logits(path: Path) -> np.ndarray:
+    x = np.random.default_rng(3).standard_normal((2, 16)).astype(np.float32)
+    sess = runtime.session(path)
+    return runtime.run(sess, _feeds(sess, x), ["logits"])[0]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["embed", "{m}", "{m}", "--input", "logits", "--log-softmax"],
+        ["fuse", "{m}", "{m}"],
+        ["prepare", "{m}", "{m}", "--target", "onnxruntime"],
+        ["inline", "{m}", "{m}"],
+        [
+            "distill",
+            "{m}",
+            "{m}",
+            "{m}",
+            "--student-output",
+            "logits",
+            "--teacher-output",
+            "logits",
+        ],
+    ],
+)
+def test_in_place_rewrite_ignores_a_decoy_data_file_in_the_working_directory(
+    tmp_path, monkeypatch, argv
+):
+    folder = tmp_path / "export"
+    folder.mkdir()
+    model = _external_student(folder)
+    want = _student_logits(STUDENT)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    for name in ("student.onnx.data", "student.onnx", "o.onnx.data"):
+        (cwd / name).write_bytes(b"decoy")
+    monkeypatch.chdir(cwd)
+    assert main([a.format(m=model) for a in argv]) == 0
+    for name in ("student.onnx.data", "student.onnx", "o.onnx.data"):
+        assert (cwd / name).read_bytes() == b"decoy"
+    np.testing.assert_allclose(_student_logits(model), want, rtol=1e-6)
+
+
+# --- file modes ----------------------------------------------------------------------------------
+
+
+def _data_files(model: Path) -> list[Path]:
+    proto = load_model(model, external_data=False)
+    locations = {
+        e.value
+        for t in onnx.external_data_helper._get_all_tensors(proto)
+        for e in t.external_data
+        if e.key == "location"
+    }
+    return [model.parent / name for name in sorted(locations)]
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_data_file_mode_follows_the_umask_like_the_model(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        out = tmp_path / "m.onnx"
+        save_model(onnx.load(STUDENT), out, external_data=True)
+    finally:
+        os.umask(old)
+    (data,) = _data_files(out)
+    assert _mode(out) == 0o666 & ~umask
+    assert _mode(data) == _mode(out)
+
+
+def test_replaced_model_keeps_its_mode_for_model_and_data(tmp_path):
+    out = tmp_path / "m.onnx"
+    save_model(onnx.load(STUDENT), out, external_data=True)
+    os.chmod(out, 0o640)
+    save_model(onnx.load(STUDENT), out, external_data=True)
+    (data,) = _data_files(out)
+    assert _mode(out) == 0o640 and _mode(data) == 0o640
+
+
+# --- concurrent writers --------------------------------------------------------------------------
+
+
+def _writer(args: tuple[str, int, multiprocessing.synchronize.Barrier]) -> None:
+    path, seed, barrier = args
+    w, b = _weights(seed)
+    big = np.full((512, 512), float(seed), np.float32)  # external; W and b stay in the model
+    init = [
+        numpy_helper.from_array(w, "W"),
+        numpy_helper.from_array(b, "b"),
+        numpy_helper.from_array(big, "pad"),
+    ]
+    model = _linear(None, init)
+    barrier.wait()
+    for _ in range(5):
+        save_model(model, path, external_data=True)
+
+
+def _run_writers(path: Path, seeds: list[int]) -> None:
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(len(seeds))
+    procs = [ctx.Process(target=_writer, args=((str(path), s, barrier),)) for s in seeds]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+
+
+def test_concurrent_writers_leave_one_writers_model_and_data(tmp_path):
+    seeds = [11, 12, 13, 14]
+    for trial in range(8):
+        out = tmp_path / f"t{trial}" / "m.onnx"
+        out.parent.mkdir()
+        _run_writers(out, seeds)
+        proto = load_model(out)
+        tensors = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+        owner = int(tensors["pad"].flat[0])
+        assert owner in seeds
+        w, b = _weights(owner)
+        np.testing.assert_array_equal(tensors["W"], w)
+        np.testing.assert_array_equal(tensors["b"], b)
+        np.testing.assert_array_equal(tensors["pad"], np.full((512, 512), owner, np.float32))
+        # one data file left beside the model: the one it names
+        data = _data_files(out)
+        leftovers = [p for p in out.parent.iterdir() if p != out and p not in data]
+        assert len(data) == 1 and leftovers == []
+
+
+def test_data_file_is_named_after_the_model(tmp_path):
+    out = tmp_path / "m.onnx"
+    save_model(onnx.load(STUDENT), out, external_data=True)
+    (data,) = _data_files(out)
+    assert re.fullmatch(r"m\.onnx\.[0-9a-f]{16}\.data", data.name)
