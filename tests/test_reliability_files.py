@@ -321,3 +321,91 @@ def test_data_file_is_named_after_the_model(tmp_path):
     save_model(onnx.load(STUDENT), out, external_data=True)
     (data,) = _data_files(out)
     assert re.fullmatch(r"m\.onnx\.[0-9a-f]{16}\.data", data.name)
+
+
+# --- the session cache: keyed on the external data too, bounded by memory -------------------------
+
+
+def _save_with_data(path: Path, seed: int, rows: int = 64) -> None:
+    """A linear model (``W`` padded to ``rows`` rows of zeros: the data file's size) saved as a
+    torch export saves it: the same ``.onnx`` bytes whatever the weights, ``<name>.data``."""
+    w, b = _weights(seed)
+    model = _linear(None, [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "b")])
+    pad = numpy_helper.from_array(np.zeros((rows, CLASSES), np.float32), "pad")
+    model.graph.initializer.append(pad)
+    (path.parent / f"{path.name}.data").unlink(missing_ok=True)  # onnx would append to it
+    onnx.save(
+        model, path, save_as_external_data=True, location=f"{path.name}.data", size_threshold=0
+    )
+
+
+@pytest.mark.usefixtures("fresh_cache")
+def test_rewritten_data_file_gives_a_new_session(tmp_path):
+    path = tmp_path / "m.onnx"
+    _save_with_data(path, 0)
+    model_bytes = path.read_bytes()
+    old = runtime.session(path, fused=False)
+    x = _features()
+    _save_with_data(path, 7)  # new weights in m.onnx.data, the .onnx unchanged
+    assert path.read_bytes() == model_bytes
+    data = tmp_path / "m.onnx.data"
+    info = data.stat()
+    # a rewrite within one clock tick may keep the old time: move it on as a later write would
+    os.utime(data, ns=(info.st_atime_ns, info.st_mtime_ns + 10**9))
+    new = runtime.session(path, fused=False)
+    assert new is not old
+    w, b = _weights(7)
+    got = runtime.run(new, {"features": x})[0]
+    np.testing.assert_allclose(got, x.astype(np.float64) @ w + b, rtol=1e-5, atol=1e-5)
+    assert runtime.session(path, fused=False) is new  # and cached again
+
+
+@pytest.mark.usefixtures("fresh_cache")
+def test_data_file_of_another_size_gives_a_new_session(tmp_path):
+    path = tmp_path / "m.onnx"
+    _save_with_data(path, 0, rows=64)
+    old = runtime.session(path, fused=False)
+    moved = tmp_path / "other.onnx"  # the same weights, another data file size
+    _save_with_data(moved, 0, rows=128)
+    os.replace(tmp_path / "other.onnx.data", tmp_path / "m.onnx.data")
+    _save_with_data(moved, 0, rows=64)  # (W and b first: their offsets are unchanged)
+    assert runtime.session(path, fused=False) is not old
+
+
+@pytest.mark.usefixtures("fresh_cache")
+def test_cache_is_bounded_by_its_memory_estimate(monkeypatch):
+    """Under a budget of 2.5 sessions' allowance, the third model evicts the least recently
+    used: the count bound alone (32) would keep all three."""
+    assert runtime.CACHE_SIZE >= 3
+    from kldiv_onnx import build_model
+
+    models = [build_model("sum", False, "float32", [n, 2]) for n in range(1, 4)]
+    budget = 2.5 * runtime.SESSION_ALLOWANCE / 2**20
+    monkeypatch.setenv("KLDIV_ONNX_SESSION_CACHE_MB", str(budget))
+    first = runtime.session(models[0], fused=False)
+    second = runtime.session(models[1], fused=False)
+    assert runtime.cache_info() == 2
+    assert runtime.cache_memory() <= budget * 2**20
+    runtime.session(models[2], fused=False)  # evicts models[0], the least recent
+    assert runtime.cache_info() == 2
+    assert runtime.session(models[1], fused=False) is second
+    assert runtime.session(models[0], fused=False) is not first
+
+
+@pytest.mark.usefixtures("fresh_cache")
+def test_cache_estimate_counts_external_data(tmp_path, monkeypatch):
+    """A model with 8 MiB of external data costs its data: under a budget that holds two small
+    sessions, it holds itself alone."""
+    big = tmp_path / "big.onnx"
+    _save_with_data(big, 0, rows=2**21 // CLASSES)
+    from kldiv_onnx import build_model
+
+    monkeypatch.setenv(
+        "KLDIV_ONNX_SESSION_CACHE_MB", str((2.5 * runtime.SESSION_ALLOWANCE + 2**20) / 2**20)
+    )
+    runtime.session(build_model("sum"), fused=False)
+    runtime.session(build_model("mean"), fused=False)
+    assert runtime.cache_info() == 2
+    runtime.session(big, fused=False)
+    assert runtime.cache_info() == 1
+    assert runtime.cache_memory() >= 8 * 2**20
