@@ -79,7 +79,51 @@ def _check_parsed(model: ModelProto, source: str) -> ModelProto:
     # protobuf parses many byte strings (an empty one among them) as a valid, empty message
     if not model.HasField("graph") or model.ir_version <= 0:
         raise ValueError(f"cannot read {source}: not an ONNX model (no graph or no IR version)")
+    return _check_functions(model, source)
+
+
+def _check_functions(model: ModelProto, source: str) -> ModelProto:
+    cycle = recursive_functions(model)
+    if cycle:
+        raise ValueError(
+            f"cannot read {source}: its model-local functions are recursive "
+            f"({' -> '.join(cycle)}); ONNX does not allow a function to call itself"
+        )
     return model
+
+
+def recursive_functions(model: ModelProto) -> list[str]:
+    """A cycle of calls among ``model``'s local functions as ``domain.name`` strings, the
+    first repeated at the end (``[]`` if none). onnx's checker finds cycles too, but only as
+    part of the whole model's check, which fails first on many other things."""
+    functions = {(f.domain, f.name): f for f in model.functions}
+
+    def calls(items: Iterable[onnx.NodeProto]) -> Iterator[tuple[str, str]]:
+        for node in items:
+            if (node.domain, node.op_type) in functions:
+                yield (node.domain, node.op_type)
+            for attr in node.attribute:
+                for g in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                    yield from calls(g.node)
+
+    callees = {key: list(dict.fromkeys(calls(f.node))) for key, f in functions.items()}
+    done: set[tuple[str, str]] = set()
+    for start in functions:  # depth first, iterative: no Python recursion limit
+        if start in done:
+            continue
+        path, stack = [start], [iter(callees[start])]
+        while stack:
+            nxt = next(stack[-1], None)
+            if nxt is None:
+                done.add(path.pop())
+                stack.pop()
+            elif nxt in path:
+                cycle = [*path[path.index(nxt) :], nxt]
+                return [f"{d or 'ai.onnx'}.{n}" for d, n in cycle]
+            elif nxt not in done:
+                path.append(nxt)
+                stack.append(iter(callees[nxt]))
+    return []
 
 
 def load_model(model: ModelLike, what: str = "model", *, external_data: bool = True) -> ModelProto:
@@ -92,7 +136,7 @@ def load_model(model: ModelLike, what: str = "model", *, external_data: bool = T
     if isinstance(model, ModelProto):
         copy = ModelProto()
         copy.CopyFrom(model)
-        return copy
+        return _check_functions(copy, what)
     if isinstance(model, (bytes, bytearray, memoryview)):
         data = bytes(model)
         if not data:

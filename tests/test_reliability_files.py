@@ -111,7 +111,7 @@ def _check_logits(path: Path) -> None:
     np.testing.assert_allclose(got, _expected_logits(), rtol=1e-5, atol=1e-5)
 
 
-# --- a Constant node's value kept as external data ----------------------------------------------
+# --- a Constant node's value kept as external data -----------------------------------------------
 
 
 def test_constant_value_in_external_data_is_found(constant_external):
@@ -168,7 +168,7 @@ def test_rewrites_of_constant_external_model_load_and_run(constant_external, tmp
     _check_logits(out)
 
 
-# --- a data file named like the output in the working directory ---------------------------------
+# --- a data file named like the output in the working directory ----------------------------------
 
 
 def _external_student(folder: Path) -> Path:
@@ -323,7 +323,7 @@ def test_data_file_is_named_after_the_model(tmp_path):
     assert re.fullmatch(r"m\.onnx\.[0-9a-f]{16}\.data", data.name)
 
 
-# --- the session cache: keyed on the external data too, bounded by memory -------------------------
+# --- the session cache: keyed on the external data too, bounded by memory ------------------------
 
 
 def _save_with_data(path: Path, seed: int, rows: int = 64) -> None:
@@ -409,3 +409,82 @@ def test_cache_estimate_counts_external_data(tmp_path, monkeypatch):
     runtime.session(big, fused=False)
     assert runtime.cache_info() == 1
     assert runtime.cache_memory() >= 8 * 2**20
+
+
+# --- recursive model-local functions -------------------------------------------------------------
+
+
+def _recursive_model(path: Path, mutual: bool) -> Path:
+    """``y = custom.Loss(x, t)`` (and ``ex = Exp(x)``), where ``Loss`` calls itself, directly or
+    through ``custom.Other``."""
+    opsets = [helper.make_opsetid("", 18), helper.make_opsetid("custom", 1)]
+    callee = "Other" if mutual else "Loss"
+    functions = [
+        helper.make_function(
+            "custom",
+            "Loss",
+            ["x", "t"],
+            ["y"],
+            [helper.make_node(callee, ["x", "t"], ["y"], domain="custom")],
+            opsets,
+        )
+    ]
+    if mutual:
+        functions.append(
+            helper.make_function(
+                "custom",
+                "Other",
+                ["x", "t"],
+                ["y"],
+                [helper.make_node("Loss", ["x", "t"], ["y"], domain="custom")],
+                opsets,
+            )
+        )
+    value = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, ["n", 3])  # noqa: E731
+    graph = helper.make_graph(
+        [
+            helper.make_node("Exp", ["x"], ["ex"]),
+            helper.make_node("Loss", ["x", "t"], ["y"], domain="custom"),
+        ],
+        "g",
+        [value("x"), value("t")],
+        [value("y"), value("ex")],
+    )
+    path.write_bytes(
+        helper.make_model(graph, opset_imports=opsets, functions=functions).SerializeToString()
+    )
+    return path
+
+
+RECURSIVE_COMMANDS = [
+    ["fuse", "{m}", "{out}"],
+    ["prepare", "{m}", "{out}", "--target", "onnxruntime"],
+    ["prepare", "{m}", "{out}", "--target", "cann"],
+    ["prepare", "{m}", "{out}", "--target", "portable"],
+    ["inline", "{m}", "{out}"],
+    ["check", "{m}"],
+    ["embed", "{m}", "{out}", "--input", "ex"],
+    ["distill", "{m}", "{m}", "{out}", "--student-output", "ex", "--teacher-output", "ex"],
+    ["run", "{m}", "{data}"],
+    ["validate", "{m}"],
+    ["compare", "{m}", "{m}", "--data", "{data}", "--output", "ex"],
+]
+
+
+@pytest.mark.parametrize("mutual", [False, True], ids=["self", "mutual"])
+@pytest.mark.parametrize("argv", RECURSIVE_COMMANDS, ids=lambda a: "-".join(a[:1] + a[3:5]))
+def test_every_command_refuses_a_recursive_local_function(tmp_path, capfd, argv, mutual):
+    model = _recursive_model(tmp_path / "rec.onnx", mutual)
+    data = tmp_path / "d.npz"
+    np.savez(data, x=np.zeros((2, 3), np.float32), t=np.zeros((2, 3), np.float32))
+    out = tmp_path / "o.onnx"
+    err = _one_line_exit_2([a.format(m=model, out=out, data=data) for a in argv], capfd)
+    assert "recursive" in err and re.search(r"custom[.:]Loss", err)  # onnxruntime's: custom:Loss
+    assert not out.exists()
+
+
+def test_load_model_refuses_a_recursive_local_function(tmp_path):
+    model = _recursive_model(tmp_path / "rec.onnx", mutual=True)
+    for source in (model, model.read_bytes(), onnx.load(model)):
+        with pytest.raises(ValueError, match=r"recursive.*custom\.Loss -> custom\.Other"):
+            load_model(source)
