@@ -209,21 +209,28 @@ def _student_logits(path: Path) -> np.ndarray:
         ],
     ],
 )
+@pytest.mark.parametrize("where", ["own folder", "decoys"])
 def test_in_place_rewrite_ignores_a_decoy_data_file_in_the_working_directory(
-    tmp_path, monkeypatch, argv
+    tmp_path, monkeypatch, argv, where
 ):
+    """Run in the export's own folder (its data file lies there) or in another folder that
+    holds files named like the input's and the output's data files."""
     folder = tmp_path / "export"
     folder.mkdir()
     model = _external_student(folder)
     want = _student_logits(STUDENT)
-    cwd = tmp_path / "cwd"
-    cwd.mkdir()
-    for name in ("student.onnx.data", "student.onnx", "o.onnx.data"):
-        (cwd / name).write_bytes(b"decoy")
+    cwd = folder
+    decoys = ("student.onnx.data", "student.onnx", "o.onnx.data")
+    if where == "decoys":
+        cwd = tmp_path / "cwd"
+        cwd.mkdir()
+        for name in decoys:
+            (cwd / name).write_bytes(b"decoy")
     monkeypatch.chdir(cwd)
     assert main([a.format(m=model) for a in argv]) == 0
-    for name in ("student.onnx.data", "student.onnx", "o.onnx.data"):
-        assert (cwd / name).read_bytes() == b"decoy"
+    if where == "decoys":
+        for name in decoys:
+            assert (cwd / name).read_bytes() == b"decoy"
     np.testing.assert_allclose(_student_logits(model), want, rtol=1e-6)
 
 
