@@ -301,6 +301,12 @@ def save_model(
     the two load from any folder; the previous write's data file is removed.
     """
     target = check_output_path(path, "model")
+    for tensor in all_tensors(model):  # its data file, named relative to another folder
+        if _external.uses_external_data(tensor) and not tensor.HasField("raw_data"):
+            raise ValueError(
+                f"cannot write model {os.fspath(path)!r}: the external data of tensor "
+                f"{tensor.name!r} was not read"
+            )
     if external_data is None:
         external_data = uses_external_data(model) or model.ByteSize() > EXTERNAL_DATA_THRESHOLD
     folder = target.resolve().parent
@@ -336,9 +342,6 @@ def _write_external_data(model: ModelProto, name: str, staging: Path) -> str | N
     onnx's ``convert_model_to_external_data`` is not used: it refuses a location that exists
     relative to the working directory, not to the model, so a file of that name where the
     command runs would stop the write."""
-    for tensor in all_tensors(model):
-        if _external.uses_external_data(tensor) and not tensor.HasField("raw_data"):
-            raise ValueError(f"tensor {tensor.name!r}: its external data was not read")
     location = f"{name}.{secrets.token_hex(8)}.data"
     moved = False
     for tensor in _external._get_initializer_tensors(model):

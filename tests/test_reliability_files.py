@@ -495,3 +495,15 @@ def test_load_model_refuses_a_recursive_local_function(tmp_path):
     for source in (model, model.read_bytes(), onnx.load(model)):
         with pytest.raises(ValueError, match=r"recursive.*custom\.Loss -> custom\.Other"):
             load_model(source)
+
+
+def test_saving_a_model_whose_external_data_was_not_read_is_refused(tmp_path):
+    """Its tensors would name data files of another folder: a ValueError naming the output."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    unread = load_model(_constant_external_model(folder), external_data=False)
+    out = tmp_path / "o.onnx"
+    for external in (True, False, None):
+        with pytest.raises(ValueError, match=r"cannot write model .*o\.onnx.*'W' was not read"):
+            save_model(unread, out, external_data=external)
+    assert list(tmp_path.iterdir()) == [folder]
