@@ -507,3 +507,79 @@ def test_saving_a_model_whose_external_data_was_not_read_is_refused(tmp_path):
         with pytest.raises(ValueError, match=r"cannot write model .*o\.onnx.*'W' was not read"):
             save_model(unread, out, external_data=external)
     assert list(tmp_path.iterdir()) == [folder]
+
+
+def _external_tensor(folder: Path, name: str, array: np.ndarray) -> TensorProto:
+    tensor = numpy_helper.from_array(array, name)
+    (folder / f"{name}.bin").write_bytes(tensor.raw_data)
+    set_external_data(tensor, f"{name}.bin", offset=0, length=len(tensor.raw_data))
+    tensor.ClearField("raw_data")
+    return tensor
+
+
+def _model_with_external_tensors_everywhere(folder: Path) -> tuple[onnx.ModelProto, dict]:
+    """External tensors in a sparse initializer, a function's Constant, an ``If`` branch's
+    initializer and its Constant: ``{name: array}`` of what each holds."""
+    rng = np.random.default_rng(4)
+    arrays = {n: rng.standard_normal(300).astype(np.float32) for n in ("sv", "fc", "bi", "bc")}
+    indices = numpy_helper.from_array(np.arange(300, dtype=np.int64), "si")
+    sparse = helper.make_sparse_tensor(_external_tensor(folder, "sv", arrays["sv"]), indices, [600])
+    opsets = [helper.make_opsetid("", 18), helper.make_opsetid("custom", 1)]
+    function = helper.make_function(
+        "custom",
+        "F",
+        [],
+        ["y"],
+        [
+            helper.make_node(
+                "Constant", [], ["y"], value=_external_tensor(folder, "fc", arrays["fc"])
+            )
+        ],
+        opsets,
+    )
+    value = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, None)  # noqa: E731
+    branch = helper.make_graph(
+        [
+            helper.make_node(
+                "Constant", [], ["c"], value=_external_tensor(folder, "bc", arrays["bc"])
+            ),
+            helper.make_node("Add", ["c", "bi"], ["o"]),
+        ],
+        "branch",
+        [],
+        [value("o")],
+        [_external_tensor(folder, "bi", arrays["bi"])],
+    )
+    graph = helper.make_graph(
+        [
+            helper.make_node("F", [], ["f"], domain="custom"),
+            helper.make_node("If", ["cond"], ["b"], then_branch=branch, else_branch=branch),
+        ],
+        "g",
+        [helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+        [value("f"), value("b")],
+        sparse_initializer=[sparse],
+    )
+    return helper.make_model(graph, opset_imports=opsets, functions=[function]), arrays
+
+
+def test_every_kind_of_external_tensor_is_read_from_the_model_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    model, arrays = _model_with_external_tensors_everywhere(folder)
+    path = folder / "m.onnx"
+    path.write_bytes(model.SerializeToString())
+    monkeypatch.chdir(tmp_path)
+    assert uses_external_data(load_model(path, external_data=False))
+    proto = load_model(path)
+    assert not uses_external_data(proto)
+    graph = proto.graph
+    branch = graph.node[1].attribute[0].g
+    got = {
+        "sv": graph.sparse_initializer[0].values,
+        "fc": proto.functions[0].node[0].attribute[0].t,
+        "bi": branch.initializer[0],
+        "bc": branch.node[0].attribute[0].t,
+    }
+    for name, tensor in got.items():
+        np.testing.assert_array_equal(numpy_helper.to_array(tensor), arrays[name])
