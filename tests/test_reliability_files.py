@@ -292,31 +292,60 @@ def _writer(args: tuple[str, int, multiprocessing.synchronize.Barrier]) -> None:
         save_model(model, path, external_data=True)
 
 
-def _run_writers(path: Path, seeds: list[int]) -> None:
+def _owner(proto: onnx.ModelProto) -> int | None:
+    """The writer whose weights ``proto`` holds, or None for a mix of two writers'."""
+    tensors = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    owner = int(tensors["pad"].flat[0])
+    w, b = _weights(owner)
+    same = (
+        np.array_equal(tensors["W"], w)
+        and np.array_equal(tensors["b"], b)
+        and np.array_equal(tensors["pad"], np.full((512, 512), owner, np.float32))
+    )
+    return owner if same else None
+
+
+def _reader(path: str, stop: multiprocessing.synchronize.Event, mixed: object) -> None:
+    """Read the model until ``stop``; count the reads that mix two writers' files (a read
+    that finds no data file, removed by a newer write meanwhile, is not a mix)."""
+    while not stop.is_set():
+        try:
+            proto = load_model(path)
+        except (OSError, ValueError):
+            continue
+        if _owner(proto) is None:
+            with mixed.get_lock():  # type: ignore[attr-defined]
+                mixed.value += 1  # type: ignore[attr-defined]
+
+
+def _run_writers(path: Path, seeds: list[int]) -> int:
+    """Run the writers with a reader beside them; return the reader's count of mixed reads."""
     ctx = multiprocessing.get_context("fork")
     barrier = ctx.Barrier(len(seeds))
+    stop, mixed = ctx.Event(), ctx.Value("i", 0)
+    reader = ctx.Process(target=_reader, args=(str(path), stop, mixed))
     procs = [ctx.Process(target=_writer, args=((str(path), s, barrier),)) for s in seeds]
+    reader.start()
     for p in procs:
         p.start()
     for p in procs:
         p.join(60)
         assert p.exitcode == 0
+    stop.set()
+    reader.join(60)
+    assert reader.exitcode == 0
+    return mixed.value
 
 
 def test_concurrent_writers_leave_one_writers_model_and_data(tmp_path):
+    """Four processes write the same output with different weights while a fifth reads it:
+    the model left reads one writer's weights, and no read ever mixed two writers' files."""
     seeds = [11, 12, 13, 14]
     for trial in range(8):
         out = tmp_path / f"t{trial}" / "m.onnx"
         out.parent.mkdir()
-        _run_writers(out, seeds)
-        proto = load_model(out)
-        tensors = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
-        owner = int(tensors["pad"].flat[0])
-        assert owner in seeds
-        w, b = _weights(owner)
-        np.testing.assert_array_equal(tensors["W"], w)
-        np.testing.assert_array_equal(tensors["b"], b)
-        np.testing.assert_array_equal(tensors["pad"], np.full((512, 512), owner, np.float32))
+        assert _run_writers(out, seeds) == 0
+        assert _owner(load_model(out)) in seeds
         # one data file left beside the model: the one it names
         data = _data_files(out)
         leftovers = [p for p in out.parent.iterdir() if p != out and p not in data]
