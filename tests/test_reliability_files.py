@@ -156,6 +156,7 @@ def test_compare_constant_external_model(constant_external, tmp_path, against):
         ["fuse", "{m}", "{out}"],
         ["prepare", "{m}", "{out}", "--target", "onnxruntime"],
         ["prepare", "{m}", "{out}", "--target", "portable"],
+        ["prepare", "{m}", "{out}", "--target", "cann"],
     ],
 )
 def test_rewrites_of_constant_external_model_load_and_run(constant_external, tmp_path, argv):
