@@ -232,6 +232,7 @@ def test_in_place_rewrite_ignores_a_decoy_data_file_in_the_working_directory(
     if where == "decoys":
         for name in decoys:
             assert (cwd / name).read_bytes() == b"decoy"
+    assert (folder / "student.onnx.data").is_file()  # the export's own file is left alone
     np.testing.assert_allclose(_student_logits(model), want, rtol=1e-6)
 
 
@@ -613,3 +614,17 @@ def test_every_kind_of_external_tensor_is_read_from_the_model_folder(tmp_path, m
     }
     for name, tensor in got.items():
         np.testing.assert_array_equal(numpy_helper.to_array(tensor), arrays[name])
+
+
+@pytest.mark.usefixtures("fresh_cache")
+@pytest.mark.parametrize("value", ["lots", "-1", "inf", "nan"])
+def test_a_bad_cache_budget_is_one_line(tmp_path, monkeypatch, capfd, value):
+    from kldiv_onnx import build_model
+
+    onnx.save(build_model("sum", input_shape=[2, 3]), tmp_path / "m.onnx")
+    np.save(tmp_path / "x.npy", np.zeros((2, 3), np.float32))
+    monkeypatch.setenv("KLDIV_ONNX_SESSION_CACHE_MB", value)
+    with pytest.raises(ValueError, match="KLDIV_ONNX_SESSION_CACHE_MB"):
+        runtime.session(tmp_path / "m.onnx")
+    argv = ["run", str(tmp_path / "m.onnx"), str(tmp_path / "x.npy"), str(tmp_path / "x.npy")]
+    assert "KLDIV_ONNX_SESSION_CACHE_MB" in _one_line_exit_2(argv, capfd)
