@@ -8,21 +8,40 @@ names the path.
 Every write goes to a temporary file in the target folder and is renamed over the target only
 once complete (:func:`atomic_write`, :func:`save_model`): a failure (a full disk, a file-size
 limit) leaves the target as it was and no partial file behind, so ``embed m.onnx m.onnx``
-cannot destroy its input.
+cannot destroy its input. A written file gets the mode of the file it replaces, else the
+umask's (the external data file too).
+
+External data. Every tensor may keep its bytes in another file: initializers, node attributes
+(a ``Constant``'s ``value`` among them), sparse tensors, in subgraphs and in model-local
+functions; :func:`load_model` reads them all from the model's folder, never from the working
+directory. :func:`save_model` writes a model's data to ``<name>.<16 hex digits>.data``, a name
+new to each write, and the ``.onnx`` names its own data file: concurrent writers to one
+output each rename their data file in, then their ``.onnx`` (atomically, last), so the model
+on disk always reads the data written with it, and a reader that opened one ``.onnx`` can
+never read another write's data (at worst, while a newer write removes the older data file,
+it fails to find it). Renaming in and removing the previous write's data file happen under an
+exclusive ``flock`` on the folder, so that a writer never removes the data of the model that
+won; only this naming scheme's files are removed, never a data file the user brought (a torch
+export's ``model.onnx.data`` stays).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import re
+import secrets
 import shutil
 import stat
 import tempfile
 from collections.abc import Iterable, Iterator
+from itertools import chain
 from pathlib import Path
 
 import onnx
-from onnx import ModelProto
+from onnx import GraphProto, ModelProto, TensorProto
+from onnx import external_data_helper as _external
 
 from .errors import first_line
 
@@ -60,7 +79,51 @@ def _check_parsed(model: ModelProto, source: str) -> ModelProto:
     # protobuf parses many byte strings (an empty one among them) as a valid, empty message
     if not model.HasField("graph") or model.ir_version <= 0:
         raise ValueError(f"cannot read {source}: not an ONNX model (no graph or no IR version)")
+    return _check_functions(model, source)
+
+
+def _check_functions(model: ModelProto, source: str) -> ModelProto:
+    cycle = recursive_functions(model)
+    if cycle:
+        raise ValueError(
+            f"cannot read {source}: its model-local functions are recursive "
+            f"({' -> '.join(cycle)}); ONNX does not allow a function to call itself"
+        )
     return model
+
+
+def recursive_functions(model: ModelProto) -> list[str]:
+    """A cycle of calls among ``model``'s local functions as ``domain.name`` strings, the
+    first repeated at the end (``[]`` if none). onnx's checker finds cycles too, but only as
+    part of the whole model's check, which fails first on many other things."""
+    functions = {(f.domain, f.name): f for f in model.functions}
+
+    def calls(items: Iterable[onnx.NodeProto]) -> Iterator[tuple[str, str]]:
+        for node in items:
+            if (node.domain, node.op_type) in functions:
+                yield (node.domain, node.op_type)
+            for attr in node.attribute:
+                for g in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                    yield from calls(g.node)
+
+    callees = {key: list(dict.fromkeys(calls(f.node))) for key, f in functions.items()}
+    done: set[tuple[str, str]] = set()
+    for start in functions:  # depth first, iterative: no Python recursion limit
+        if start in done:
+            continue
+        path, stack = [start], [iter(callees[start])]
+        while stack:
+            nxt = next(stack[-1], None)
+            if nxt is None:
+                done.add(path.pop())
+                stack.pop()
+            elif nxt in path:
+                cycle = [*path[path.index(nxt) :], nxt]
+                return [f"{d or 'ai.onnx'}.{n}" for d, n in cycle]
+            elif nxt not in done:
+                path.append(nxt)
+                stack.append(iter(callees[nxt]))
+    return []
 
 
 def load_model(model: ModelLike, what: str = "model", *, external_data: bool = True) -> ModelProto:
@@ -73,7 +136,7 @@ def load_model(model: ModelLike, what: str = "model", *, external_data: bool = T
     if isinstance(model, ModelProto):
         copy = ModelProto()
         copy.CopyFrom(model)
-        return copy
+        return _check_functions(copy, what)
     if isinstance(model, (bytes, bytearray, memoryview)):
         data = bytes(model)
         if not data:
@@ -93,8 +156,11 @@ def load_model(model: ModelLike, what: str = "model", *, external_data: bool = T
             ) from exc
         _check_parsed(proto, f"{what} {os.fspath(model)!r}")
         if external_data and uses_external_data(proto):
+            folder = str(path.resolve().parent)
             try:
-                onnx.load_external_data_for_model(proto, str(path.resolve().parent))
+                for tensor in all_tensors(proto):
+                    if _external.uses_external_data(tensor):
+                        _external.load_external_data_for_tensor(tensor, folder)
             except Exception as exc:
                 raise ValueError(
                     f"cannot read {what} {os.fspath(model)!r}: its external data: {first_line(exc)}"
@@ -105,9 +171,46 @@ def load_model(model: ModelLike, what: str = "model", *, external_data: bool = T
     )
 
 
+def all_tensors(model: ModelProto) -> Iterator[TensorProto]:
+    """Every tensor of ``model``: onnx's own walk (initializers of the graph and its subgraphs,
+    attribute tensors of the graph and of every function), plus what it leaves out: sparse
+    tensors' values and indices, and the initializers of subgraphs inside functions."""
+    return chain(_external._get_all_tensors(model), _missed_tensors(model))
+
+
+def _missed_tensors(model: ModelProto) -> Iterator[TensorProto]:
+    def sparse(s: onnx.SparseTensorProto) -> Iterator[TensorProto]:
+        yield s.values
+        yield s.indices
+
+    def graph(g: GraphProto, in_function: bool) -> Iterator[TensorProto]:
+        if in_function:
+            yield from g.initializer
+        for s in g.sparse_initializer:
+            yield from sparse(s)
+        yield from nodes(g.node, in_function)
+
+    def nodes(items: Iterable[onnx.NodeProto], in_function: bool) -> Iterator[TensorProto]:
+        for node in items:
+            for attr in node.attribute:
+                if attr.HasField("sparse_tensor"):
+                    yield from sparse(attr.sparse_tensor)
+                for s in attr.sparse_tensors:
+                    yield from sparse(s)
+                for g in [attr.g] if attr.HasField("g") else []:
+                    yield from graph(g, in_function)
+                for g in attr.graphs:
+                    yield from graph(g, in_function)
+
+    yield from graph(model.graph, False)
+    for function in model.functions:
+        yield from nodes(function.node, True)
+
+
 def uses_external_data(model: ModelProto) -> bool:
-    """Whether any initializer of the main graph keeps its data in another file."""
-    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+    """Whether any tensor of ``model`` (see :func:`all_tensors`) keeps its data in another
+    file."""
+    return any(_external.uses_external_data(t) for t in all_tensors(model))
 
 
 def saved_with_external_data(path: str | os.PathLike) -> bool:
@@ -183,43 +286,89 @@ def write_bytes(path: str | os.PathLike, data: bytes, what: str = "output") -> N
         tmp.write_bytes(data)
 
 
+DATA_FILE = re.compile(r"(?P<model>.+)\.[0-9a-f]{16}\.data")
+"""The name :func:`save_model` gives a model's data file: ``<model file name>.<token>.data``."""
+
+
 def save_model(
     model: ModelProto, path: str | os.PathLike, *, external_data: bool | None = None
 ) -> None:
     """Save ``model`` to ``path`` atomically.
 
-    ``external_data``: keep the initializers in ``<name>.data`` beside the model (``None``:
-    when the model already referenced external data or would pass 2 GiB). The result loads
-    from any folder: the data file is named relative to the model.
+    ``external_data``: keep the initializers of 1 KiB and more in a data file beside the model
+    (``None``: when the model already referenced external data or would pass 2 GiB). The data
+    file's name is new to each write (see the module docstring) and relative to the model, so
+    the two load from any folder; the previous write's data file is removed.
     """
     target = check_output_path(path, "model")
+    for tensor in all_tensors(model):  # its data file, named relative to another folder
+        if _external.uses_external_data(tensor) and not tensor.HasField("raw_data"):
+            raise ValueError(
+                f"cannot write model {os.fspath(path)!r}: the external data of tensor "
+                f"{tensor.name!r} was not read"
+            )
     if external_data is None:
         external_data = uses_external_data(model) or model.ByteSize() > EXTERNAL_DATA_THRESHOLD
-    if not external_data:
-        try:
-            data = model.SerializeToString()
-        except ValueError as exc:  # protobuf refuses messages over 2 GiB
-            raise ValueError(f"cannot write model {os.fspath(path)!r}: {exc}") from exc
-        write_bytes(target, data, "model")
-        return
     folder = target.resolve().parent
-    location = f"{target.name}.data"
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=folder))
     try:
         copy = ModelProto()
         copy.CopyFrom(model)
-        onnx.save_model(
-            copy,
-            str(staging / target.name),
-            save_as_external_data=True,
-            all_tensors_to_one_file=True,
-            location=location,
-            size_threshold=1024,
-        )
-        if (staging / location).exists():
-            os.replace(staging / location, folder / location)
-        os.replace(staging / target.name, target)
+        location = _write_external_data(copy, target.name, staging) if external_data else None
+        try:
+            data = copy.SerializeToString()
+        except ValueError as exc:  # protobuf refuses messages over 2 GiB
+            raise ValueError(f"cannot write model {os.fspath(path)!r}: {exc}") from exc
+        (staging / target.name).write_bytes(data)
+        with _locked(folder):
+            mode = stat.S_IMODE(target.stat().st_mode) if target.exists() else 0o666 & ~_umask()
+            written = [location] if location else []
+            for name in [*written, target.name]:
+                os.chmod(staging / name, mode)
+            for name in written:
+                os.replace(staging / name, folder / name)
+            os.replace(staging / target.name, target)
+            _remove_old_data(folder, target.name, keep=location)
     except OSError as exc:
         raise ValueError(f"cannot write model {os.fspath(path)!r}: {first_line(exc)}") from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_external_data(model: ModelProto, name: str, staging: Path) -> str | None:
+    """Move ``model``'s initializers of 1 KiB and more to ``staging/<name>.<token>.data``, in
+    place; return the data file's name (None when no tensor moved).
+
+    onnx's ``convert_model_to_external_data`` is not used: it refuses a location that exists
+    relative to the working directory, not to the model, so a file of that name where the
+    command runs would stop the write."""
+    location = f"{name}.{secrets.token_hex(8)}.data"
+    moved = False
+    for tensor in _external._get_initializer_tensors(model):
+        if tensor.HasField("raw_data") and len(tensor.raw_data) >= 1024:
+            _external.set_external_data(tensor, location)
+            moved = True
+    if not moved:
+        return None
+    _external.write_external_data_tensors(model, str(staging))
+    return location
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``folder``, for the renames that replace a model."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _remove_old_data(folder: Path, name: str, keep: str | None) -> None:
+    """Remove the data files earlier writes of model ``name`` left (see :data:`DATA_FILE`)."""
+    for entry in os.scandir(folder):
+        found = DATA_FILE.fullmatch(entry.name)
+        if found and found["model"] == name and entry.name != keep and entry.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)

@@ -1,5 +1,14 @@
 """Sessions: built once per (model content, options), cached, and run with bfloat16 support.
 
+The cache keeps the most recently used sessions within two bounds: :data:`CACHE_SIZE`
+sessions, and a memory budget of ``KLDIV_ONNX_SESSION_CACHE_MB`` MiB (default
+:data:`DEFAULT_BUDGET_MB`, read at every insertion) over each session's estimate: its model's
+bytes (external data included) twice (the parsed model and onnxruntime's copy of the weights)
+plus :data:`SESSION_ALLOWANCE` for what a session holds besides (the CPU arena a run of a
+million float32 elements grows: 17 MiB measured). The least recently used sessions are dropped
+until the cache fits; the newest one stays even when it alone is over. Memory the arena grows
+for larger inputs is not measured: lower the budget for such workloads.
+
 onnxruntime's numpy bridge has no bfloat16, so every run goes through an IOBinding: bfloat16
 arrays travel as uint16 buffers tagged ``TensorProto.BFLOAT16`` and come back viewed as
 ``ml_dtypes.bfloat16`` (:mod:`kldiv_onnx.arrays`).
@@ -24,10 +33,15 @@ from . import providers as _providers
 from ._ort_fast import set_global_thread_pool_sizes
 from .arrays import from_ortvalue, to_ortvalue
 from .errors import first_line
-from .model_io import ModelLike, check_input_file, uses_external_data
+from .model_io import ModelLike, all_tensors, check_input_file, uses_external_data
 
 CACHE_SIZE = 32
+DEFAULT_BUDGET_MB = 1024
+SESSION_ALLOWANCE = 16 * 2**20
+"""Bytes counted for every cached session on top of twice its model's size."""
 _cache: OrderedDict[tuple, ort.InferenceSession] = OrderedDict()
+_cost: dict[tuple, int] = {}
+"""The memory estimate of each cached session, in bytes."""
 _resolved: dict[tuple, tuple] = {}
 """The arguments of a call → the key of the session they resolved to, so that a cached
 session is found without probing providers again."""
@@ -36,27 +50,68 @@ _building: dict[tuple, Future] = {}
 _lock = threading.Lock()
 
 
-def _model_source(model: ModelLike) -> tuple[tuple, str | bytes]:
-    """(what identifies the model in the cache key; what onnxruntime loads). A path is handed
-    to onnxruntime as a path, so that external data resolves beside the model; the key is the
-    content's hash, plus the folder where the model keeps data outside the file (the same bytes
-    in another folder point at other data)."""
+def _model_source(model: ModelLike) -> tuple[tuple, str | bytes, int]:
+    """(what identifies the model in the cache key; what onnxruntime loads; its size in bytes,
+    external data included). A path is handed to onnxruntime as a path, so that external data
+    resolves beside the model; the key is the content's hash, plus, where the model keeps data
+    outside the file, the folder and each data file's identity and state (device, inode, size,
+    modification and change times): the same bytes in another folder point at other data, and
+    a data file rewritten under the same name holds other weights."""
     if isinstance(model, onnx.ModelProto):
         data = model.SerializeToString()
-        return (hashlib.sha256(data).hexdigest(),), data
+        return (hashlib.sha256(data).hexdigest(),), data, len(data)
     if isinstance(model, (bytes, bytearray)):
         data = bytes(model)
-        return (hashlib.sha256(data).hexdigest(),), data
+        return (hashlib.sha256(data).hexdigest(),), data, len(data)
     if isinstance(model, (str, os.PathLike)):
         path = check_input_file(model, "model").resolve()
         data = path.read_bytes()
         identity: tuple = (hashlib.sha256(data).hexdigest(),)
+        size = len(data)
         # an external tensor names its file under the key "location": without those bytes the
         # model has none, and need not be parsed here
-        if b"location" in data and uses_external_data(onnx.load_from_string(data)):
+        proto = onnx.load_from_string(data) if b"location" in data else None
+        if proto is not None and uses_external_data(proto):
             identity += (str(path.parent),)
-        return identity, str(path)
+            for location in _data_locations(proto):
+                try:
+                    info = os.stat(path.parent / location)
+                except OSError:  # onnxruntime names it when the session is built
+                    identity += ((location, None),)
+                    continue
+                state = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+                identity += ((location, state),)
+                size += info.st_size
+        return identity, str(path), size
     raise TypeError(f"model must be a ModelProto, bytes or a path, got {type(model).__name__}")
+
+
+def _data_locations(model: onnx.ModelProto) -> list[str]:
+    """The external data files ``model``'s tensors name, each once, sorted."""
+    return sorted(
+        {
+            entry.value
+            for tensor in all_tensors(model)
+            if tensor.data_location == onnx.TensorProto.EXTERNAL
+            for entry in tensor.external_data
+            if entry.key == "location"
+        }
+    )
+
+
+def cache_budget() -> int:
+    """The cache's memory budget in bytes: ``KLDIV_ONNX_SESSION_CACHE_MB`` (MiB, a number
+    >= 0) or :data:`DEFAULT_BUDGET_MB`; ``ValueError`` for a value that is not such a number."""
+    text = os.environ.get("KLDIV_ONNX_SESSION_CACHE_MB", "")
+    if not text.strip():
+        return DEFAULT_BUDGET_MB * 2**20
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise ValueError(f"KLDIV_ONNX_SESSION_CACHE_MB must be a number of MiB >= 0, got {text!r}")
+    return int(value * 2**20)
 
 
 _shared_pool = False
@@ -114,14 +169,16 @@ def session(
 ) -> ort.InferenceSession:
     """A cached ``InferenceSession`` for ``model`` (a ``ModelProto``, bytes or a path).
 
-    The same model content with the same options returns the very same session object; the
-    cache holds the :data:`CACHE_SIZE` most recently used sessions (:func:`clear_cache`).
+    The same model content (and external data) with the same options returns the very same
+    session object; the cache holds the most recently used sessions within its count and
+    memory bounds (see the module docstring; :func:`clear_cache`).
 
     ``fused``: register the native library (``None``: whenever the loss runs on CPU and the
     library is built; ``True``: required, ``FileNotFoundError`` if missing; ``False``: never).
     ``providers``/``provider_options``/``strict``: see :func:`kldiv_onnx.providers.resolve`.
     """
-    identity, source = _model_source(model)
+    identity, source, size = _model_source(model)
+    budget = cache_budget()
     if threads is not None and (
         isinstance(threads, bool) or not isinstance(threads, int) or threads < 0
     ):
@@ -180,8 +237,11 @@ def session(
             _building.pop(key, None)
     with _lock:
         _cache[key] = sess
-        while len(_cache) > CACHE_SIZE:
-            _cache.popitem(last=False)
+        _cost[key] = 2 * size + SESSION_ALLOWANCE
+        total = sum(_cost.values())
+        while len(_cache) > 1 and (len(_cache) > CACHE_SIZE or total > budget):
+            old, _ = _cache.popitem(last=False)
+            total -= _cost.pop(old)
     pending.set_result(sess)
     return sess
 
@@ -190,6 +250,7 @@ def clear_cache() -> None:
     """Drop every cached session."""
     with _lock:
         _cache.clear()
+        _cost.clear()
         _resolved.clear()
 
 
@@ -197,6 +258,12 @@ def cache_info() -> int:
     """Number of sessions in the cache."""
     with _lock:
         return len(_cache)
+
+
+def cache_memory() -> int:
+    """The cached sessions' memory estimate in bytes (see the module docstring)."""
+    with _lock:
+        return sum(_cost.values())
 
 
 def run(

@@ -68,9 +68,8 @@ def test_relative_links_resolve(page: Path):
             continue  # a web address
         file, _, anchor = target.partition("#")
         dest = (page.parent / file).resolve() if file else page
-        if not dest.exists():
-            broken.append(target)
-        elif anchor and dest.suffix == ".md" and anchor not in _anchors(dest):
+        missing = not dest.exists()
+        if missing or (anchor and dest.suffix == ".md" and anchor not in _anchors(dest)):
             broken.append(target)
     assert not broken, f"{page.name}: links to nothing: {broken}"
 

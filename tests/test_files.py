@@ -4,6 +4,7 @@ atomic writes and one-line errors from every command."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -72,7 +73,7 @@ def test_embed_keeps_external_data_and_loads_anywhere(external, tmp_path, monkey
     out.parent.mkdir()
     argv = ["embed", "sub/student.onnx", str(out), "--input", "logits", "--log-softmax"]
     assert main(argv) == 0
-    assert (out.parent / "embedded.onnx.data").is_file()
+    assert _data_file(out).is_file()
     monkeypatch.chdir(external.parent)  # a third folder: the data is found beside the model
     proto = load_model(out)
     assert any(o.name == "kldiv_loss" for o in proto.graph.output)
@@ -83,6 +84,16 @@ def test_embed_keeps_external_data_and_loads_anywhere(external, tmp_path, monkey
     # a small difference of O(1) terms: float32 rounding of the terms, absolutely
     want = reference(_log_softmax(logits), t, "batchmean")
     np.testing.assert_allclose(loss, want, rtol=1e-5, atol=1e-6)
+
+
+def _data_file(model: Path) -> Path:
+    """The one data file ``model`` names: ``<model name>.<16 hex digits>.data`` beside it."""
+    proto = load_model(model, external_data=False)
+    (location,) = {
+        e.value for t in proto.graph.initializer for e in t.external_data if e.key == "location"
+    }
+    assert re.fullmatch(re.escape(model.name) + r"\.[0-9a-f]{16}\.data", location)
+    return model.parent / location
 
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:
@@ -345,10 +356,11 @@ def test_export_write_failures_are_one_line(tmp_path, capfd):
 def test_save_model_external_data_is_relative(tmp_path):
     model = onnx.load(STUDENT)
     save_model(model, tmp_path / "m.onnx", external_data=True)
-    assert (tmp_path / "m.onnx.data").is_file()
+    data = _data_file(tmp_path / "m.onnx")
+    assert data.is_file()
     copy = tmp_path / "moved"
     copy.mkdir()
-    for name in ("m.onnx", "m.onnx.data"):
+    for name in ("m.onnx", data.name):
         (copy / name).write_bytes((tmp_path / name).read_bytes())
     reloaded = load_model(copy / "m.onnx")
     assert [i.raw_data for i in reloaded.graph.initializer] == [
@@ -502,7 +514,7 @@ def test_inline_and_prepare_keep_external_data(external, tmp_path, argv):
     out = tmp_path / "out" / "m.onnx"
     out.parent.mkdir()
     assert main([argv[0], str(external), str(out), *argv[1:]]) == 0
-    assert (out.parent / "m.onnx.data").is_file()
+    assert _data_file(out).is_file()
     x = np.random.default_rng(2).standard_normal((2, 16)).astype(np.float32)
     got = runtime.run(runtime.session(out), {"features": x})[0]
     want = runtime.run(runtime.session(STUDENT), {"features": x})[0]
