@@ -4,6 +4,9 @@ export_onnx."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import onnx
 import pytest
@@ -222,3 +225,13 @@ def test_export_onnx_backbone_plus_loss(tmp_path):
     np.testing.assert_allclose(loss, ms_loss, rtol=1e-5)
     assert logits_name != "kldiv_loss"
     assert main(["check", "--provider", "cann", str(path)]) == 0
+
+
+def test_without_mindspore_the_import_says_not_installed():
+    code = (
+        "import sys; sys.modules['mindspore'] = None\n"
+        "try:\n    import kldiv_onnx.mindspore\n"
+        "except ImportError as e:\n    print(e)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "MindSpore, which is not installed: pip install 'kldiv-onnx[mindspore]'" in done.stdout

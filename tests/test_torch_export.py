@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 import warnings
 from pathlib import Path
 
@@ -230,3 +231,9 @@ def test_writes_nothing_when_the_export_fails(tmp_path):
 def test_refuses_the_torchscript_exporter(tmp_path):
     with pytest.raises(ValueError, match="dynamo"):
         kt.export(AllVariants(), (), tmp_path / "m.onnx", dynamo=False)
+
+
+def test_without_torch_export_says_not_installed(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(ImportError, match=r"not installed: pip install 'kldiv-onnx\[torch\]'"):
+        kt.export(object(), ())
