@@ -15,9 +15,11 @@ sum, dynamo, float16   ``ReduceSum(Cast(L, to=FLOAT), keepdims=0)``: the sum in 
 /bfloat16              the model's output float32 too (eager torch returns the input dtype)
 mean                   ``ReduceMean(L, keepdims=0)`` (TorchScript);
                        ``Squeeze(ReduceMean(L, keepdims=1))`` (dynamo)
-batchmean              ``Div(ReduceSum(L), n)`` with ``n`` = ``Cast(Gather(Shape(x), 0))``
-                       (TorchScript), ``Cast(Squeeze(Shape(x or t, start=0, end=1)))``
-                       (dynamo), or a constant equal to the static ``x.shape[0]``; dynamo
+batchmean              ``Div(ReduceSum(L), n)`` with ``n`` = ``Cast(Gather(Shape(v), 0))``
+                       (TorchScript), ``Cast(Squeeze(Shape(v, start=0, end=1)))`` (dynamo),
+                       ``v`` being ``x`` or a value of the same first dim (the same int or
+                       dim name: ``t``, the model's input), or a constant equal to the
+                       static ``x.shape[0]``; dynamo
                        float16/bfloat16: ``Div(Cast(ReduceSum(Cast(L, to=FLOAT)), to=dtype), n)``
 =====================  ===============================================================
 
@@ -304,7 +306,10 @@ class _BatchMean(_Reduction):
         return _kl_pattern(op, "sum", self.log_target, x, t)
 
     def _batch_of(self, result: pattern.MatchResult, x, t, source) -> pattern.MatchResult:
-        if source is not x and not (source is t and _same_dim(x, t, 0)):
+        """The divisor is ``input.shape[0]``: read from the input, or from any value whose
+        first dim is known to equal it (the same int or dim name: dynamo reads the batch
+        size from whichever value it met first, e.g. the model's input before its layers)."""
+        if source is not x and not _same_dim(x, source, 0):
             return result.fail(f"divides by a size of {source.name!r}, not input.shape[0]")
         return result
 
