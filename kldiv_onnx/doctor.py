@@ -19,6 +19,10 @@ PACKAGES = (
     "ml_dtypes",
     "torch",
     "mindspore",
+    "openvino",
+    "tract",
+    "ray",
+    "polygraphy",
 )
 
 

@@ -38,7 +38,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 step "set-up: upgrading pip in .venv" .venv/bin/python -m pip install -q --upgrade pip
 extras="cpu"
-[ "$purpose" = test ] && extras="cpu,test,mindspore,bench,ray,openvino,tract"
+[ "$purpose" = test ] && extras="cpu,test,mindspore,bench,ray,openvino,tract,polygraphy"
 if [ "$purpose" = test ]; then
   # torch first, pinned: its CPU build lies on this machine's disk (a bare 'torch' pulls CUDA).
   step "set-up: installing PyTorch 2.13 CPU (pip; a large download the first time)" \
