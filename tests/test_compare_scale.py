@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -183,3 +184,75 @@ def test_a_fifo_as_data_is_refused_at_once(tmp_path):
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "not a regular file" in lines[0], proc.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# progress
+
+
+PROGRESS_LINE = re.compile(
+    r"compare: (\d+)/(\d+) rows \(\d+\.\d %\), (\d+|-) rows/s, ETA (\d+:\d\d|-:--)$"
+)
+
+
+def test_progress_lines_off_a_terminal(tmp_path):
+    """stderr piped: plain progress lines (rows, rows/s, ETA) as the rows go, the last at the
+    total, then a closing line; stdout holds the report only."""
+    import onnx
+    from compare_cases import classifier, inputs, weights
+
+    w, b, w2 = weights()
+    onnx.save(classifier(w, b), tmp_path / "base.onnx")
+    onnx.save(classifier(w2, b), tmp_path / "candidate.onnx")
+    np.savez(tmp_path / "data.npz", x=inputs(rows=300))
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        "KLDIV_ONNX_PROGRESS_SECONDS": "0",
+    }
+    cli = "from kldiv_onnx.cli import main; raise SystemExit(main())"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            cli,
+            "compare",
+            str(tmp_path / "base.onnx"),
+            str(tmp_path / "candidate.onnx"),
+            "--data",
+            str(tmp_path / "data.npz"),
+            "--batch-size",
+            "32",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    matches = [PROGRESS_LINE.match(line) for line in lines[:-1]]
+    assert all(matches), lines
+    done = [int(m.group(1)) for m in matches]
+    assert done == [min(32 * (i + 1), 300) for i in range(10)]  # one line per batch at 0 s
+    assert {int(m.group(2)) for m in matches} == {300}
+    assert all(m.group(3) != "-" for m in matches)  # the sessions were built before the rows
+    assert re.fullmatch(r"compare: 300/300 rows in \d+\.\d s", lines[-1]), lines[-1]
+    assert "compare:" not in proc.stdout and "KL mean" in proc.stdout
+
+
+def test_the_eta_counts_from_the_built_sessions(monkeypatch, capsys):
+    """Ten minutes of session building before the first rows do not enter the ETA."""
+    from kldiv_onnx.comparison import engines
+
+    clock = [1000.0]
+    monkeypatch.setattr(engines.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setenv(engines.PROGRESS_SECONDS_VAR, "0")
+    bar = engines.Progress(1000, enabled=True)
+    clock[0] += 600  # building the sessions
+    bar.begin()
+    clock[0] += 10
+    bar.update(100)  # 10 rows/s since: 900 rows to go take 90 s
+    bar.close()
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first == "compare: 100/1000 rows (10.0 %), 10 rows/s, ETA 1:30", first
