@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +57,7 @@ def mlp(seed: int, noise: float = 0.0) -> onnx.ModelProto:
     return model
 
 
-def chunks(rows: int, seed: int = 1):
+def chunks(rows: int, seed: int = 1) -> Iterator[np.ndarray]:
     """The data rows, ``CHUNK`` at a time (the same rows whatever the format)."""
     rng = np.random.default_rng(seed)
     for start in range(0, rows, CHUNK):
@@ -66,12 +67,14 @@ def chunks(rows: int, seed: int = 1):
 
 def write_npz(path: Path, rows: int) -> None:
     """One uncompressed ``.npz`` with member ``x.npy``, streamed chunk by chunk."""
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
-        with archive.open("x.npy", "w", force_zip64=True) as f:
-            header = {"descr": "<f4", "fortran_order": False, "shape": (rows, FEATURES)}
-            np.lib.format.write_array_header_1_0(f, header)
-            for x in chunks(rows):
-                f.write(x.tobytes())
+    with (
+        zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as archive,
+        archive.open("x.npy", "w", force_zip64=True) as f,
+    ):
+        header = {"descr": "<f4", "fortran_order": False, "shape": (rows, FEATURES)}
+        np.lib.format.write_array_header_1_0(f, header)
+        for x in chunks(rows):
+            f.write(x.tobytes())
 
 
 def _table(x: np.ndarray):

@@ -313,12 +313,16 @@ def _arrow_to_numpy(pa, array, name: str, where: str, first_row: int = 0) -> np.
 def _parquet_header(path: str) -> tuple[Shard, Any]:
     """The shard and its Parquet schema (compared across shards before it is converted)."""
     pa = _pyarrow()
-    with _open(path) as f:
-        identity = _identity(os.fstat(f.fileno()))
-        try:
-            meta = pa.parquet.read_metadata(f)
-        except (OSError, pa.ArrowException) as exc:
-            raise ValueError(f"cannot read {path} as Parquet: {exc}") from exc
+    # read by path (pyarrow's own file: half the time of a Python file object), the file's
+    # identity taken before and after: a file replaced meanwhile is refused
+    before = _identity(os.stat(path))
+    try:
+        meta = pa.parquet.read_metadata(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise ValueError(f"cannot read {path} as Parquet: {exc}") from exc
+    identity = _identity(os.stat(path))
+    if identity != before:
+        raise ValueError(f"data file {path} changed while compare was reading its header")
     sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
     groups = tuple(int(s) for s in np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]))
     return Shard(path, int(meta.num_rows), groups, identity), meta.schema
