@@ -256,3 +256,46 @@ def test_the_eta_counts_from_the_built_sessions(monkeypatch, capsys):
     bar.close()
     first = capsys.readouterr().err.splitlines()[0]
     assert first == "compare: 100/1000 rows (10.0 %), 10 rows/s, ETA 1:30", first
+
+
+# ---------------------------------------------------------------------------------------------
+# Ray's share of the work
+
+
+def test_ray_tasks_hold_many_batches_and_cover_the_plan_once():
+    from kldiv_onnx.comparison.engines import TASK_BATCHES, tasks
+
+    for batches, workers in ((1, 1), (7, 2), (100, 2), (15625, 2), (15625, 64)):
+        runs = tasks(batches, workers)
+        covered = [b for first, count in runs for b in range(first, first + count)]
+        assert covered == list(range(batches))
+        assert all(1 <= count <= TASK_BATCHES for _, count in runs)
+        # about eight runs per worker, never one per batch once there are enough batches
+        assert len(runs) <= max(8 * workers, -(-batches // TASK_BATCHES))
+    assert len(tasks(15625, 2)) == -(-15625 // TASK_BATCHES)
+
+
+def test_a_reader_given_some_batches_reads_only_their_row_groups(tmp_path, monkeypatch):
+    """A worker handed batches 4-7 of 50 rows (rows 200-400) of a file of ten row groups of 100
+    rows reads row groups 2 and 3 only, and gets the right rows."""
+    import pyarrow.parquet as pq
+    from compare_cases import write_parquet
+
+    from kldiv_onnx.comparison.data import Dataset
+
+    x = np.random.default_rng(0).normal(size=(1000, 4)).astype(np.float32)
+    write_parquet(x, tmp_path / "data.parquet", row_group_size=100)
+    read: list[int] = []
+    iter_batches = pq.ParquetFile.iter_batches
+
+    def spy(self, *args, **kwargs):
+        groups = list(kwargs["row_groups"])
+        read.extend(groups)
+        yield from iter_batches(self, *args, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", spy)
+    data = Dataset(tmp_path / "data.parquet")
+    got = [data.read(pieces, ["x"])["x"] for pieces in data.plan(50, first=4, count=4)]
+    data.close()
+    np.testing.assert_array_equal(np.concatenate(got), x[200:400])
+    assert sorted(set(read)) == [2, 3]
