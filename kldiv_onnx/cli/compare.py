@@ -98,6 +98,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help="compare only the first N rows of the data",
     )
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also show Ray's own log lines (--engine ray; hidden by default)",
+    )
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON to FILE")
     p.add_argument(
         "--plot",
@@ -154,6 +159,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             candidate_provider=args.candidate_provider,
             limit=args.limit,
             progress=True,
+            verbose=args.verbose,
         )
     except (ValueError, ImportError) as exc:
         raise UsageError(first_line(exc)) from exc

@@ -81,6 +81,7 @@ def compare(
     candidate_provider: str | Sequence[str] | None = None,
     limit: int | None = None,
     progress: bool = False,
+    verbose: bool = False,
 ) -> CompareReport:
     """KL(P_base ‖ P_candidate) per sample over ``data``, and its statistics.
 
@@ -100,7 +101,8 @@ def compare(
     math, float64 sums, about 1e-7 relative error at any KL size; numpy in float64 where the
     library is not built); only one float per sample is kept.
     ``engine='ray'`` runs the batches on Ray Data (``RAY_ADDRESS`` points at a cluster).
-    ``limit``: only the first ``limit`` rows. ``progress``: a progress bar on a terminal.
+    ``limit``: only the first ``limit`` rows. ``progress``: progress on stderr (a bar on a
+    terminal, a line every few seconds elsewhere). ``verbose``: Ray's own log lines too.
 
     NaN samples (a NaN in either output's row) are counted and listed, and left out of every
     statistic, top-1 agreement included. Raises ``ValueError`` (one line) for a bad argument,
@@ -141,6 +143,7 @@ def compare(
             outputs=outputs,
             feed_types=feed_types,
             providers=providers,
+            verbose=verbose,
             library=native.library_path() if native.available() else None,
         )
         bar = Progress(rows, progress)
@@ -172,6 +175,7 @@ def compare(
     wall = end - t_start
     report.timings.update(
         {k: round(v, 6) for k, v in results.timings.items()},
+        startup_s=round(results.startup_s, 6),
         stats_s=round(end - t_stats, 6),
         wall_s=round(wall, 6),
         samples_per_s=round(values.size / wall, 3),

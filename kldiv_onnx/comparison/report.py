@@ -143,8 +143,9 @@ class CompareReport:
             )
         t = self.timings
         lines.append(
-            f"time             {t['wall_s']:.3f} s, {t['samples_per_s']:.0f} samples/s "
-            f"(read {t['read_s']:.3f} s, base {t['base_s']:.3f} s, candidate "
+            f"time             {t['wall_s']:.3f} s, {t['samples_per_s']:.0f} samples/s, "
+            f"start-up {t.get('startup_s', 0.0):.3f} s (sessions built; "
+            f"read {t['read_s']:.3f} s, base {t['base_s']:.3f} s, candidate "
             f"{t['candidate_s']:.3f} s, KL {t['kl_s']:.3f} s"
             + (" summed over workers" if self.engine != "local" else "")
             + ")"
