@@ -123,6 +123,12 @@ class BatchRunner:
         t1 = time.perf_counter()
         candidate = _run_model(self.candidate, feeds, job.outputs[1], "candidate")
         t2 = time.perf_counter()
+        fed = len(next(iter(feeds.values()))) if feeds else None
+        for role, name, out in (
+            ("base", job.outputs[0], base),
+            ("candidate", job.outputs[1], candidate),
+        ):
+            _check_rows(role, name, out, fed)
         if base.shape != candidate.shape:
             raise ValueError(
                 f"the models' outputs differ in shape: base {job.outputs[0]!r} {base.shape}, "
@@ -160,6 +166,15 @@ def _run_model(
         raise ValueError(
             f"the {role} model failed on the data: {text[0] if text else exc!r}"
         ) from exc
+
+
+def _check_rows(role: str, output: str, out: np.ndarray, fed: int | None) -> None:
+    """A compared output holds one row per data row fed: its first axis is the batch."""
+    if fed is not None and out.ndim >= 1 and out.shape[0] != fed:
+        raise ValueError(
+            f"the {role} model's output {output!r} returned {out.shape[0]} rows for {fed} rows "
+            "fed: the compared output's first axis must be the batch (one row per input row)"
+        )
 
 
 def _user_error(exc: BaseException) -> str | None:
