@@ -165,7 +165,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         raise UsageError(first_line(exc)) from exc
     print(report.table())
     if args.json is not None:
-        text = json.dumps(report.to_dict(), indent=2) + "\n"
+        text = json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n"
         try:
             write_bytes(args.json, text.encode(), "--json file")
         except ValueError as exc:
