@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 
-from ..comparison import DEFAULT_BATCH_SIZE, ENGINES, KINDS, compare, provider_list
+from ..comparison import CASTS, DEFAULT_BATCH_SIZE, ENGINES, KINDS, compare, provider_list
 from ..comparison.plot import plot
 from ..errors import first_line
 from ..model_io import check_output_path, write_bytes
@@ -99,6 +99,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="compare only the first N rows of the data",
     )
     p.add_argument(
+        "--cast",
+        choices=CASTS,
+        default="no",
+        help="data of another dtype than a model's input: no: refuse it (default); exact: cast "
+        "it where every value survives unchanged (float64 copies of float32 values, int64 below "
+        "2**24, bool, float16), refusing any other value; any: cast it as numpy does (rounding)",
+    )
+    p.add_argument(
         "--verbose",
         action="store_true",
         help="also show Ray's own log lines (--engine ray; hidden by default)",
@@ -158,6 +166,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             base_provider=args.base_provider,
             candidate_provider=args.candidate_provider,
             limit=args.limit,
+            cast=args.cast,
             progress=True,
             verbose=args.verbose,
         )

@@ -46,7 +46,7 @@ def provider_list(provider: str | Sequence[str] | None) -> str | list[str]:
 
 
 def _check_args(
-    kind: str, temperature: float, batch_size: int, engine: str, limit: int | None
+    kind: str, temperature: float, batch_size: int, engine: str, limit: int | None, cast: str
 ) -> None:
     if kind not in models.KINDS:
         raise ValueError(f"kind must be one of {', '.join(models.KINDS)}, got {kind!r}")
@@ -65,6 +65,8 @@ def _check_args(
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be an int >= 1, got {limit!r}")
+    if cast not in models.CASTS:
+        raise ValueError(f"cast must be one of {', '.join(models.CASTS)}, got {cast!r}")
 
 
 def compare(
@@ -80,6 +82,7 @@ def compare(
     base_provider: str | Sequence[str] | None = None,
     candidate_provider: str | Sequence[str] | None = None,
     limit: int | None = None,
+    cast: str = "no",
     progress: bool = False,
     verbose: bool = False,
 ) -> CompareReport:
@@ -101,14 +104,18 @@ def compare(
     math, float64 sums, about 1e-7 relative error at any KL size; numpy in float64 where the
     library is not built); only one float per sample is kept.
     ``engine='ray'`` runs the batches on Ray Data (``RAY_ADDRESS`` points at a cluster).
-    ``limit``: only the first ``limit`` rows. ``progress``: progress on stderr (a bar on a
-    terminal, a line every few seconds elsewhere). ``verbose``: Ray's own log lines too.
+    ``limit``: only the first ``limit`` rows. ``cast``: data of another dtype than a model's
+    input is refused (``'no'``), cast where every value survives the cast unchanged
+    (``'exact'``: float64 copies of float32 values, int64 below 2**24, bool and float16 to
+    float32; any other value raises), or cast as numpy does (``'any'``). ``progress``: progress
+    on stderr (a bar on a terminal, a line every few seconds elsewhere). ``verbose``: Ray's own
+    log lines too.
 
     NaN samples (a NaN in either output's row) are counted and listed, and left out of every
     statistic, top-1 agreement included. Raises ``ValueError`` (one line) for a bad argument,
     unreadable or mismatched models, or data that does not fit them.
     """
-    _check_args(kind, temperature, batch_size, engine, limit)
+    _check_args(kind, temperature, batch_size, engine, limit, cast)
     providers = (provider_list(base_provider), provider_list(candidate_provider))
     t_start = time.perf_counter()
     base_info = models.load(base, "base")
@@ -116,7 +123,9 @@ def compare(
     outputs = models.pick_outputs(base_info, candidate_info, output)
     dataset = Dataset(data)
     try:
-        feed_types = models.check_data(base_info, candidate_info, dataset.columns(), batch_size)
+        feed_types = models.check_data(
+            base_info, candidate_info, dataset.columns(), batch_size, cast
+        )
         rows = dataset.rows if limit is None else min(limit, dataset.rows)
         if rows == 0:
             raise ValueError(f"data {os.fspath(data)!r} holds no samples")
@@ -145,6 +154,7 @@ def compare(
             providers=providers,
             verbose=verbose,
             library=native.library_path() if native.available() else None,
+            cast=cast,
         )
         bar = Progress(rows, progress)
         try:

@@ -28,7 +28,7 @@ from .. import native, runtime
 from .. import providers as _providers
 from ..runtimes import OpenVINO
 from .data import Dataset
-from .models import KLStage
+from .models import KLStage, cast_feed
 
 ENGINES = ("local", "ray")
 TIMERS = ("read_s", "base_s", "candidate_s", "kl_s")
@@ -57,6 +57,8 @@ class Job:
     library: str | None = None
     """The native library the KL runs on (the driver's), or None for numpy's float64
     (:func:`.models.kl_rows`): every process of a comparison computes the KL the same way."""
+    cast: str = "no"
+    """How data of another dtype is fed (:data:`.models.CASTS`)."""
 
 
 OPENVINO = "OpenVINO"
@@ -115,8 +117,7 @@ class BatchRunner:
         per data row (the product of the output's middle axes)."""
         job = self.job
         feeds = {
-            name: np.asarray(feeds[name]).astype(t, copy=False)
-            for name, t in job.feed_types.items()
+            name: cast_feed(name, feeds[name], t, job.cast) for name, t in job.feed_types.items()
         }
         t0 = time.perf_counter()
         base = _run_model(self.base, feeds, job.outputs[0], "base")
