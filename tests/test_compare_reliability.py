@@ -6,6 +6,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -272,3 +278,146 @@ def test_cast_exact_refuses_values_that_change(case, capsys, name):
 def test_cast_is_checked(case):
     with pytest.raises(ValueError, match="cast must be one of"):
         compare(case["base"], case["candidate"], case["tmp"] / "data.npz", cast="some")
+
+
+# ---------------------------------------------------------------------------------------------
+# Ray: SIGTERM during a run, an unreachable cluster
+
+
+def _cli_process(*argv: str, env: dict | None = None, **popen) -> subprocess.Popen:
+    environ = {
+        **os.environ,
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        "KLDIV_ONNX_PROGRESS_SECONDS": "0",
+        **(env or {}),
+    }
+    if "RAY_ADDRESS" not in (env or {}):
+        environ.pop("RAY_ADDRESS", None)
+    cli = "from kldiv_onnx.cli import main; raise SystemExit(main())"
+    return subprocess.Popen(
+        [sys.executable, "-c", cli, *argv],
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
+    )
+
+
+def _slow_model(seed: int) -> onnx.ModelProto:
+    """(batch, 8) → (batch, 5) through a 512-wide hidden layer: slow enough per row that a run
+    of 20000 one-row batches is still going when its first results come back."""
+    rng = np.random.default_rng(seed)
+    shapes = [(FEATURES, 512), (512, 512), (512, CLASSES)]
+    inits, nodes, last = [], [], "x"
+    for i, shape in enumerate(shapes):
+        inits.append(
+            numpy_helper.from_array((rng.normal(size=shape) / 20).astype(np.float32), f"W{i}")
+        )
+        nodes.append(helper.make_node("MatMul", [last, f"W{i}"], [f"h{i}"]))
+        last = f"h{i}"
+    nodes.append(helper.make_node("Identity", [last], ["logits"]))
+    graph = helper.make_graph(
+        nodes,
+        "slow",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", FEATURES])],
+        [helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["batch", CLASSES])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)], ir_version=8)
+
+
+def test_sigterm_during_a_ray_run_stops_cleanly(tmp_path):
+    """SIGTERM once the first results of a Ray run are in: exit 143, Ray shut down, no
+    traceback, no abort and no core dump (Ray's own handler aborted), no --json file."""
+    pytest.importorskip("ray")
+    onnx.save(_slow_model(1), tmp_path / "a.onnx")
+    onnx.save(_slow_model(2), tmp_path / "b.onnx")
+    np.savez(tmp_path / "d.npz", x=inputs(rows=20000))
+    proc = _cli_process(
+        "compare",
+        "a.onnx",
+        "b.onnx",
+        "--data",
+        "d.npz",
+        "--engine",
+        "ray",
+        "--batch-size",
+        "1",
+        "--json",
+        "out.json",
+        cwd=tmp_path,
+    )
+    seen = []
+    try:
+        for line in proc.stderr:
+            seen.append(line)
+            if line.startswith("compare: ") and "rows (" in line:  # results are coming back
+                proc.send_signal(signal.SIGTERM)
+                break
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = "".join(seen) + err
+    assert any("rows (" in line for line in seen), err
+    assert not err.rstrip().endswith("rows in 0.0 s") and "20000/20000" not in err, err
+    assert proc.returncode == 143, (proc.returncode, err)
+    assert "Traceback" not in err and "SIGTERM received" not in err, err
+    assert "KL mean" not in out
+    assert not (tmp_path / "out.json").exists()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith("core")]
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("listening", [False, True])
+def test_an_unreachable_ray_cluster_is_one_line_within_the_timeout(case, listening):
+    """``RAY_ADDRESS=ray://`` a closed port, or a port that accepts connections but never
+    answers: one line naming RAY_ADDRESS and --ray-timeout, exit 2, within the timeout (Ray's
+    own connect retries for about 45 s, then raises a traceback)."""
+    pytest.importorskip("ray")
+    with socket.socket() as server:
+        if listening:
+            server.bind(("127.0.0.1", 0))
+            server.listen(8)  # never accepted: the handshake completes, nothing answers
+            port = server.getsockname()[1]
+        else:
+            port = _closed_port()
+        t0 = time.monotonic()
+        proc = _cli_process(
+            "compare",
+            str(case["base"]),
+            str(case["candidate"]),
+            "--data",
+            str(case["tmp"] / "data.npz"),
+            "--engine",
+            "ray",
+            "--ray-timeout",
+            "3",
+            env={"RAY_ADDRESS": f"ray://127.0.0.1:{port}"},
+        )
+        out, err = proc.communicate(timeout=120)
+        wall = time.monotonic() - t0
+    lines = [line for line in err.splitlines() if not line.startswith("compare: ")]
+    assert proc.returncode == 2 and out == "", err
+    assert len(lines) == 1, err
+    assert f"ray://127.0.0.1:{port}" in lines[0] and "--ray-timeout" in lines[0]
+    assert wall < 3 + 20, wall  # the timeout and the start of Python, well below Ray's 45 s
+
+
+def test_a_ray_client_address_without_the_client_says_what_to_install(case, monkeypatch):
+    pytest.importorskip("ray")
+    monkeypatch.setitem(sys.modules, "grpc", None)  # import grpc raises ImportError
+    monkeypatch.setenv("RAY_ADDRESS", f"ray://127.0.0.1:{_closed_port()}")
+    with pytest.raises(ImportError, match=r"needs Ray's client.*kldiv-onnx\[ray\]"):
+        compare(case["base"], case["candidate"], case["tmp"] / "data.npz", engine="ray")
+
+
+def test_ray_timeout_is_checked(case):
+    with pytest.raises(ValueError, match="ray timeout must be"):
+        compare(case["base"], case["candidate"], case["tmp"] / "data.npz", ray_timeout=0)

@@ -81,6 +81,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "one (needs the ray extra)",
     )
     p.add_argument(
+        "--ray-timeout",
+        type=_positive_float,
+        default=30.0,
+        metavar="S",
+        help="seconds to wait for the Ray cluster RAY_ADDRESS names to answer before giving up "
+        "(--engine ray; default 30)",
+    )
+    p.add_argument(
         "--base-provider",
         metavar="P",
         help="execution provider(s) of the base model: cpu, cann, a full name or a "
@@ -167,6 +175,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             candidate_provider=args.candidate_provider,
             limit=args.limit,
             cast=args.cast,
+            ray_timeout=args.ray_timeout,
             progress=True,
             verbose=args.verbose,
         )

@@ -46,7 +46,13 @@ def provider_list(provider: str | Sequence[str] | None) -> str | list[str]:
 
 
 def _check_args(
-    kind: str, temperature: float, batch_size: int, engine: str, limit: int | None, cast: str
+    kind: str,
+    temperature: float,
+    batch_size: int,
+    engine: str,
+    limit: int | None,
+    cast: str,
+    ray_timeout: float,
 ) -> None:
     if kind not in models.KINDS:
         raise ValueError(f"kind must be one of {', '.join(models.KINDS)}, got {kind!r}")
@@ -67,6 +73,12 @@ def _check_args(
         raise ValueError(f"limit must be an int >= 1, got {limit!r}")
     if cast not in models.CASTS:
         raise ValueError(f"cast must be one of {', '.join(models.CASTS)}, got {cast!r}")
+    if (
+        isinstance(ray_timeout, bool)
+        or not isinstance(ray_timeout, (int, float))
+        or not 0 < ray_timeout < math.inf
+    ):
+        raise ValueError(f"ray timeout must be a finite number of seconds > 0, got {ray_timeout!r}")
 
 
 def compare(
@@ -83,6 +95,7 @@ def compare(
     candidate_provider: str | Sequence[str] | None = None,
     limit: int | None = None,
     cast: str = "no",
+    ray_timeout: float = 30.0,
     progress: bool = False,
     verbose: bool = False,
 ) -> CompareReport:
@@ -103,7 +116,8 @@ def compare(
     reduced to its per-sample KL and top-1 agreement by the native ``KLDivRows`` op (float32
     math, float64 sums, about 1e-7 relative error at any KL size; numpy in float64 where the
     library is not built); only one float per sample is kept.
-    ``engine='ray'`` runs the batches on Ray Data (``RAY_ADDRESS`` points at a cluster).
+    ``engine='ray'`` runs the batches on Ray Data (``RAY_ADDRESS`` points at a cluster, which
+    must answer within ``ray_timeout`` seconds: ``ValueError`` otherwise).
     ``limit``: only the first ``limit`` rows. ``cast``: data of another dtype than a model's
     input is refused (``'no'``), cast where every value survives the cast unchanged
     (``'exact'``: float64 copies of float32 values, int64 below 2**24, bool and float16 to
@@ -115,7 +129,7 @@ def compare(
     statistic, top-1 agreement included. Raises ``ValueError`` (one line) for a bad argument,
     unreadable or mismatched models, or data that does not fit them.
     """
-    _check_args(kind, temperature, batch_size, engine, limit, cast)
+    _check_args(kind, temperature, batch_size, engine, limit, cast, ray_timeout)
     providers = (provider_list(base_provider), provider_list(candidate_provider))
     t_start = time.perf_counter()
     base_info = models.load(base, "base")
@@ -155,6 +169,7 @@ def compare(
             verbose=verbose,
             library=native.library_path() if native.available() else None,
             cast=cast,
+            ray_timeout=float(ray_timeout),
         )
         bar = Progress(rows, progress)
         try:

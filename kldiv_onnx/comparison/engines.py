@@ -14,8 +14,11 @@ import itertools
 import logging
 import os
 import re
+import signal
+import socket
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -59,6 +62,8 @@ class Job:
     (:func:`.models.kl_rows`): every process of a comparison computes the KL the same way."""
     cast: str = "no"
     """How data of another dtype is fed (:data:`.models.CASTS`)."""
+    ray_timeout: float = 30.0
+    """Seconds to wait for the cluster ``RAY_ADDRESS`` names to answer (:func:`check_cluster`)."""
 
 
 OPENVINO = "OpenVINO"
@@ -369,6 +374,51 @@ def _ray():
     return ray
 
 
+RAY_CLIENT_PORT = 10001
+"""The port of a ``ray://`` address that names none: Ray's client server's default."""
+
+
+def check_cluster(address: str | None, timeout: float) -> None:
+    """``ValueError`` (one line) unless the cluster at ``address`` (``RAY_ADDRESS``: ``ray://host
+    [:port]`` or ``host:port``; others, such as ``auto``, are Ray's to resolve) answers within
+    ``timeout`` seconds: its port accepts a connection and, for ``ray://``, speaks gRPC. Ray's
+    own connect retries an unreachable ``ray://`` address for about 45 s, then raises a
+    traceback; ``ImportError`` where ``ray://`` lacks Ray's client (``ray[client]``)."""
+    match = re.fullmatch(r"(ray://)?(\[[^\]]+\]|[^:/\[\]]+)(?::(\d+))?/?", (address or "").strip())
+    if match is None or (match[1] is None and match[3] is None):
+        return
+    client, host, port = match[1] is not None, match[2].strip("[]"), match[3]
+    port = int(port) if port else RAY_CLIENT_PORT
+    if client:
+        try:
+            import grpc
+        except ImportError as exc:
+            raise ImportError(
+                f"RAY_ADDRESS {address!r} needs Ray's client, which is not installed: "
+                "pip install 'kldiv-onnx[ray]' (it brings ray[client])"
+            ) from exc
+    deadline = time.monotonic() + timeout
+    what = f"the Ray cluster at RAY_ADDRESS {address!r}"
+    hint = "start it, correct RAY_ADDRESS, or wait longer with --ray-timeout"
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        reason = "no answer" if isinstance(exc, TimeoutError) else exc.strerror or str(exc)
+        raise ValueError(f"cannot reach {what} ({reason} within {timeout:g} s): {hint}") from None
+    if client:
+        channel = grpc.insecure_channel(f"{host}:{port}")
+        try:
+            grpc.channel_ready_future(channel).result(timeout=max(0.0, deadline - time.monotonic()))
+        except grpc.FutureTimeoutError:
+            raise ValueError(
+                f"{what} accepts connections but does not answer as a Ray client server within "
+                f"{timeout:g} s: {hint}"
+            ) from None
+        finally:
+            channel.close()
+
+
 def tasks(batches: int, workers: int) -> list[tuple[int, int]]:
     """The plan's batches cut into (first batch, count) runs of consecutive batches: about eight
     per worker, at most :data:`TASK_BATCHES` batches each."""
@@ -456,6 +506,7 @@ def run_ray(
         for logger in loggers.values():
             logger.setLevel(logging.CRITICAL)
     if not ray.is_initialized():
+        check_cluster(os.environ.get("RAY_ADDRESS"), job.ray_timeout)
         # Ray's C++ side (this process's core worker, and the cluster it starts) logs at the
         # level this variable names when it starts: its warnings and errors about its own
         # workings (such as an actor's constructor arguments kept in the object store) are
@@ -471,10 +522,16 @@ def run_ray(
                     logging_level=logging.WARNING if job.verbose else logging.CRITICAL,
                     log_to_driver=job.verbose,
                 )
+        except ConnectionError as exc:  # Ray's client gave up on the cluster
+            raise ValueError(
+                f"cannot connect to the Ray cluster at RAY_ADDRESS "
+                f"{os.environ.get('RAY_ADDRESS')!r}: {exc}"
+            ) from None
         finally:
             if quiet:
                 del os.environ[BACKEND_LOG_VAR]
         started = True
+    sigterm = _exit_on_sigterm()
     try:
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
@@ -538,9 +595,27 @@ def run_ray(
             logger.setLevel(levels[name])
         if started:
             ray.shutdown()
+        if sigterm is not None:
+            signal.signal(signal.SIGTERM, sigterm)
     results.startup_s = max(0.0, min(ready) - t_start) if ready else 0.0
     names = [resolved_providers(p) for p in job.providers]
     return results, names
+
+
+def _exit_on_sigterm() -> Any:
+    """Make SIGTERM raise ``SystemExit(143)`` (later ones ignored while the run unwinds and Ray
+    shuts down): Ray's C++ side replaces the driver's handler with a failure handler that ends
+    the process in SIGABRT and a core dump. The handler it replaced, to restore afterwards
+    (None off the main thread, where Python cannot set one)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def stop(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    return signal.SIG_DFL if previous is None else previous
 
 
 def _with(job: Job, **changes: Any) -> Job:
