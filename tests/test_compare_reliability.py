@@ -421,3 +421,33 @@ def test_a_ray_client_address_without_the_client_says_what_to_install(case, monk
 def test_ray_timeout_is_checked(case):
     with pytest.raises(ValueError, match="ray timeout must be"):
         compare(case["base"], case["candidate"], case["tmp"] / "data.npz", ray_timeout=0)
+
+
+def _bfloat16_input(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` taking its input ``x`` as bfloat16 (cast to float32 inside)."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    model.graph.input[0].type.tensor_type.elem_type = onnx.TensorProto.BFLOAT16
+    for node in model.graph.node:
+        node.input[:] = ["x32" if i == "x" else i for i in node.input]
+    model.graph.node.insert(0, helper.make_node("Cast", ["x"], ["x32"], to=onnx.TensorProto.FLOAT))
+    onnx.checker.check_model(model)
+    return model
+
+
+def test_cast_to_a_bfloat16_input(case, tmp_path):
+    """float32 data for a bfloat16 input: refused by default; ``cast='exact'`` takes values
+    bfloat16 holds (the KL equals that of the float32 models on them) and refuses others."""
+    import ml_dtypes
+
+    base, candidate = (_bfloat16_input(case[k]) for k in ("base_model", "candidate_model"))
+    exact = tmp_path / "exact.npz"
+    np.savez(exact, x=case["x"].astype(ml_dtypes.bfloat16).astype(np.float32))
+    with pytest.raises(ValueError, match=r"'x' holds float32.*takes bfloat16.*--cast"):
+        compare(base, candidate, exact)
+    got = compare(base, candidate, exact, cast="exact").values
+    want = compare(case["base"], case["candidate"], exact).values
+    np.testing.assert_array_equal(got, want)
+    inexact = tmp_path / "inexact.npz"
+    np.savez(inexact, x=case["x"])
+    with pytest.raises(ValueError, match=r"bfloat16 cannot hold"):
+        compare(base, candidate, inexact, cast="exact")

@@ -205,7 +205,9 @@ def check_data(
                 )
             if t.dtype is not None:
                 want = t.dtype
-                numeric = column.dtype.kind in "biuf" and want.kind in "biuf"
+                numeric = all(
+                    d.kind in "biuf" or d in _FLOAT_TYPES.values() for d in (column.dtype, want)
+                )
                 if want != column.dtype and (cast == "no" or not numeric):
                     how = (
                         f": convert the data, or cast it with --cast exact (values {want} holds "
@@ -239,7 +241,7 @@ def cast_feed(name: str, x: np.ndarray, dtype: np.dtype, cast: str) -> np.ndarra
     if not same.all():
         bad = x[tuple(np.argwhere(~same)[0])]
         raise ValueError(
-            f"input {name!r}: {dtype} cannot hold the data's {x.dtype} value {bad!r} exactly "
+            f"input {name!r}: {dtype} cannot hold the data's {x.dtype} value {bad} exactly "
             "(cast exact); cast it with --cast any to round it"
         )
     return y
