@@ -361,7 +361,7 @@ def test_sigterm_during_a_ray_run_stops_cleanly(tmp_path):
             proc.kill()
     err = "".join(seen) + err
     assert any("rows (" in line for line in seen), err
-    assert not err.rstrip().endswith("rows in 0.0 s") and "20000/20000" not in err, err
+    assert "20000/20000" not in err, err  # stopped during the run, not after it
     assert proc.returncode == 143, (proc.returncode, err)
     assert "Traceback" not in err and "SIGTERM received" not in err, err
     assert "KL mean" not in out
