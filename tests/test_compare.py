@@ -356,9 +356,11 @@ def test_report_dict_and_table(case):
         "base_s",
         "candidate_s",
         "kl_s",
+        "startup_s",
         "wall_s",
         "samples_per_s",
     }
+    assert 0 < d["timings"]["startup_s"] < d["timings"]["wall_s"]
     assert len(d["worst"]) == 10 and set(d["worst"][0]) == {"index", "kl"}
     assert json.loads(json.dumps(d)) == d
     text = report.table()

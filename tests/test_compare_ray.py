@@ -80,3 +80,46 @@ def test_worker_errors_are_one_line(cluster, case):
         compare(case["base"], case["candidate"], path, batch_size=16, engine="ray")
     assert "\n" not in str(info.value)
     write_parquet(x, path)  # the same file without the ragged row runs
+
+
+def test_a_ray_run_prints_only_progress_and_the_report(case):
+    """The command line on Ray with stderr piped: stderr holds compare's progress lines only
+    (none of Ray's own log lines, warnings or errors), stdout the report with the start-up."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        "KLDIV_ONNX_PROGRESS_SECONDS": "0",
+    }
+    env.pop("RAY_ADDRESS", None)
+    cli = "from kldiv_onnx.cli import main; raise SystemExit(main())"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            cli,
+            "compare",
+            str(case["base"]),
+            str(case["candidate"]),
+            "--data",
+            str(case["sources"]["parquet-folder"]),
+            "--engine",
+            "ray",
+            "--batch-size",
+            "16",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines and all(line.startswith("compare: ") for line in lines), proc.stderr
+    assert lines[-1].startswith("compare: 500/500 rows in ")
+    assert "start-up" in proc.stdout and "engine ray" in proc.stdout

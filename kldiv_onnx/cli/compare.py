@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 
-from ..comparison import DEFAULT_BATCH_SIZE, ENGINES, KINDS, compare, provider_list
+from ..comparison import CASTS, DEFAULT_BATCH_SIZE, ENGINES, KINDS, compare, provider_list
 from ..comparison.plot import plot
 from ..errors import first_line
 from ..model_io import check_output_path, write_bytes
@@ -81,6 +81,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "one (needs the ray extra)",
     )
     p.add_argument(
+        "--ray-timeout",
+        type=_positive_float,
+        default=30.0,
+        metavar="S",
+        help="seconds to wait for the Ray cluster RAY_ADDRESS names to answer before giving up "
+        "(--engine ray; default 30)",
+    )
+    p.add_argument(
         "--base-provider",
         metavar="P",
         help="execution provider(s) of the base model: cpu, cann, a full name or a "
@@ -97,6 +105,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=positive_int,
         metavar="N",
         help="compare only the first N rows of the data",
+    )
+    p.add_argument(
+        "--cast",
+        choices=CASTS,
+        default="no",
+        help="data of another dtype than a model's input: no: refuse it (default); exact: cast "
+        "it where every value survives unchanged (float64 copies of float32 values, int64 below "
+        "2**24, bool, float16), refusing any other value; any: cast it as numpy does (rounding)",
+    )
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also show Ray's own log lines (--engine ray; hidden by default)",
     )
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON to FILE")
     p.add_argument(
@@ -153,13 +174,16 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             base_provider=args.base_provider,
             candidate_provider=args.candidate_provider,
             limit=args.limit,
+            cast=args.cast,
+            ray_timeout=args.ray_timeout,
             progress=True,
+            verbose=args.verbose,
         )
     except (ValueError, ImportError) as exc:
         raise UsageError(first_line(exc)) from exc
     print(report.table())
     if args.json is not None:
-        text = json.dumps(report.to_dict(), indent=2) + "\n"
+        text = json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n"
         try:
             write_bytes(args.json, text.encode(), "--json file")
         except ValueError as exc:

@@ -11,7 +11,15 @@ from __future__ import annotations
 
 from .core import DEFAULT_BATCH_SIZE, compare, provider_list
 from .engines import ENGINES
-from .models import KINDS
+from .models import CASTS, KINDS
 from .report import CompareReport
 
-__all__ = ["DEFAULT_BATCH_SIZE", "ENGINES", "KINDS", "CompareReport", "compare", "provider_list"]
+__all__ = [
+    "CASTS",
+    "DEFAULT_BATCH_SIZE",
+    "ENGINES",
+    "KINDS",
+    "CompareReport",
+    "compare",
+    "provider_list",
+]

@@ -46,7 +46,13 @@ def provider_list(provider: str | Sequence[str] | None) -> str | list[str]:
 
 
 def _check_args(
-    kind: str, temperature: float, batch_size: int, engine: str, limit: int | None
+    kind: str,
+    temperature: float,
+    batch_size: int,
+    engine: str,
+    limit: int | None,
+    cast: str,
+    ray_timeout: float,
 ) -> None:
     if kind not in models.KINDS:
         raise ValueError(f"kind must be one of {', '.join(models.KINDS)}, got {kind!r}")
@@ -65,6 +71,14 @@ def _check_args(
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be an int >= 1, got {limit!r}")
+    if cast not in models.CASTS:
+        raise ValueError(f"cast must be one of {', '.join(models.CASTS)}, got {cast!r}")
+    if (
+        isinstance(ray_timeout, bool)
+        or not isinstance(ray_timeout, (int, float))
+        or not 0 < ray_timeout < math.inf
+    ):
+        raise ValueError(f"ray timeout must be a finite number of seconds > 0, got {ray_timeout!r}")
 
 
 def compare(
@@ -80,7 +94,10 @@ def compare(
     base_provider: str | Sequence[str] | None = None,
     candidate_provider: str | Sequence[str] | None = None,
     limit: int | None = None,
+    cast: str = "no",
+    ray_timeout: float = 30.0,
     progress: bool = False,
+    verbose: bool = False,
 ) -> CompareReport:
     """KL(P_base ‖ P_candidate) per sample over ``data``, and its statistics.
 
@@ -99,14 +116,20 @@ def compare(
     reduced to its per-sample KL and top-1 agreement by the native ``KLDivRows`` op (float32
     math, float64 sums, about 1e-7 relative error at any KL size; numpy in float64 where the
     library is not built); only one float per sample is kept.
-    ``engine='ray'`` runs the batches on Ray Data (``RAY_ADDRESS`` points at a cluster).
-    ``limit``: only the first ``limit`` rows. ``progress``: a progress bar on a terminal.
+    ``engine='ray'`` runs the batches on Ray Data (``RAY_ADDRESS`` points at a cluster, which
+    must answer within ``ray_timeout`` seconds: ``ValueError`` otherwise).
+    ``limit``: only the first ``limit`` rows. ``cast``: data of another dtype than a model's
+    input is refused (``'no'``), cast where every value survives the cast unchanged
+    (``'exact'``: float64 copies of float32 values, int64 below 2**24, bool and float16 to
+    float32; any other value raises), or cast as numpy does (``'any'``). ``progress``: progress
+    on stderr (a bar on a terminal, a line every few seconds elsewhere). ``verbose``: Ray's own
+    log lines too.
 
     NaN samples (a NaN in either output's row) are counted and listed, and left out of every
     statistic, top-1 agreement included. Raises ``ValueError`` (one line) for a bad argument,
     unreadable or mismatched models, or data that does not fit them.
     """
-    _check_args(kind, temperature, batch_size, engine, limit)
+    _check_args(kind, temperature, batch_size, engine, limit, cast, ray_timeout)
     providers = (provider_list(base_provider), provider_list(candidate_provider))
     t_start = time.perf_counter()
     base_info = models.load(base, "base")
@@ -114,7 +137,9 @@ def compare(
     outputs = models.pick_outputs(base_info, candidate_info, output)
     dataset = Dataset(data)
     try:
-        feed_types = models.check_data(base_info, candidate_info, dataset.columns(), batch_size)
+        feed_types = models.check_data(
+            base_info, candidate_info, dataset.columns(), batch_size, cast
+        )
         rows = dataset.rows if limit is None else min(limit, dataset.rows)
         if rows == 0:
             raise ValueError(f"data {os.fspath(data)!r} holds no samples")
@@ -141,7 +166,10 @@ def compare(
             outputs=outputs,
             feed_types=feed_types,
             providers=providers,
+            verbose=verbose,
             library=native.library_path() if native.available() else None,
+            cast=cast,
+            ray_timeout=float(ray_timeout),
         )
         bar = Progress(rows, progress)
         try:
@@ -172,6 +200,7 @@ def compare(
     wall = end - t_start
     report.timings.update(
         {k: round(v, 6) for k, v in results.timings.items()},
+        startup_s=round(results.startup_s, 6),
         stats_s=round(end - t_stats, 6),
         wall_s=round(wall, 6),
         samples_per_s=round(values.size / wall, 3),

@@ -36,6 +36,11 @@ from .data import Column
 
 KINDS = ROW_KINDS
 """What the compared outputs hold along their last axis."""
+CASTS = ("no", "exact", "any")
+"""How data of another dtype than a model's input is fed: ``no`` refuses it, ``exact`` casts
+values that survive the cast unchanged (float64 values float32 holds exactly, int64 below
+2**24 to float32, bool, float16 to float32) and refuses any other, ``any`` casts as numpy does
+(rounding, wrapping)."""
 
 _FLOAT_TYPES = {
     TensorProto.FLOAT: np.dtype(np.float32),
@@ -163,10 +168,15 @@ def pick_outputs(base: ModelInfo, candidate: ModelInfo, output: str | None) -> t
 
 
 def check_data(
-    base: ModelInfo, candidate: ModelInfo, columns: Mapping[str, Column], batch_size: int
+    base: ModelInfo,
+    candidate: ModelInfo,
+    columns: Mapping[str, Column],
+    batch_size: int,
+    cast: str = "no",
 ) -> dict[str, np.dtype]:
-    """Check that the data has a column for every model input, of a compatible shape and dtype;
-    the dtype each input is fed as."""
+    """Check that the data has a column for every model input, of a compatible shape and of the
+    input's dtype (or, with ``cast`` of :data:`CASTS` other than ``no``, a numeric dtype); the
+    dtype each input is fed as."""
     missing = [name for name in base.inputs if name not in columns]
     if missing:
         raise ValueError(
@@ -196,14 +206,46 @@ def check_data(
                 )
             if t.dtype is not None:
                 want = t.dtype
-                if want != column.dtype and not np.can_cast(column.dtype, want, "same_kind"):
+                numeric = all(
+                    d.kind in "biuf" or d in _FLOAT_TYPES.values() for d in (column.dtype, want)
+                )
+                if want != column.dtype and (cast == "no" or not numeric):
+                    how = (
+                        f": convert the data, or cast it with --cast exact (values {want} holds "
+                        "exactly) or --cast any"
+                        if numeric
+                        else ""
+                    )
                     raise ValueError(
                         f"column {name!r} holds {column.dtype}; the {role} model's input "
-                        f"{name!r} takes {want}"
+                        f"{name!r} takes {want}{how}"
                     )
                 feed_types[name] = want
         feed_types.setdefault(name, column.dtype)
     return feed_types
+
+
+def cast_feed(name: str, x: np.ndarray, dtype: np.dtype, cast: str) -> np.ndarray:
+    """``x`` as ``dtype`` by ``cast`` (:data:`CASTS`; ``check_data`` allowed it): with
+    ``exact``, ``ValueError`` naming the input and a value that the cast would change."""
+    x = np.asarray(x)
+    if x.dtype == dtype:
+        return x
+    with np.errstate(invalid="ignore", over="ignore"):
+        y = x.astype(dtype)
+        if cast != "exact":
+            return y
+        back = y.astype(x.dtype)
+    same = back == x
+    if x.dtype.kind == "f":
+        same |= np.isnan(x) & np.isnan(back)
+    if not same.all():
+        bad = x[tuple(np.argwhere(~same)[0])]
+        raise ValueError(
+            f"input {name!r}: {dtype} cannot hold the data's {x.dtype} value {bad} exactly "
+            "(cast exact); cast it with --cast any to round it"
+        )
+    return y
 
 
 def kl_model(kind: str, temperature: float, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 QUANTILES = {"median": 0.5, "p90": 0.9, "p99": 0.99, "p999": 0.999}
-"""Reported quantiles: numpy's default (linear interpolation) over all non-NaN samples."""
+"""Reported quantiles: numpy's default (linear interpolation) over all non-NaN samples, inf
+where an infinite sample takes part (:func:`quantiles`)."""
 WORST = 10
 """How many of the largest per-sample KL values the report lists."""
 NAN_LISTED = 100
@@ -33,10 +34,30 @@ def kl_statistics(values: np.ndarray) -> dict[str, float]:
         stats["mean"] = float(np.mean(v))
         if n > 1:
             stats["stderr"] = float(np.std(v, ddof=1) / math.sqrt(n))
-        for name, q in zip(QUANTILES, np.quantile(v, list(QUANTILES.values())), strict=True):
-            stats[name] = float(q)
+        for name, q in zip(QUANTILES, quantiles(v, list(QUANTILES.values())), strict=True):
+            stats[name] = q
     stats["max"] = float(v.max())
     return stats
+
+
+def quantiles(v: np.ndarray, qs: list[float]) -> list[float]:
+    """numpy's linear quantiles of ``v`` (no NaN), with infinite values taken as the limit of
+    ever larger ones: where numpy interpolates inf - inf to NaN, the quantile is the infinite
+    value (or its finite neighbour where the infinite one's interpolation weight is 0)."""
+    with np.errstate(invalid="ignore"):
+        got = [float(x) for x in np.quantile(v, qs)]
+    out = []
+    for q, x in zip(qs, got, strict=True):
+        if not math.isnan(x):
+            out.append(x)
+            continue
+        pos = q * (v.size - 1)
+        i = math.floor(pos)
+        j = min(i + 1, v.size - 1)
+        part = np.partition(v, [i, j])
+        a, b, t = float(part[i]), float(part[j]), pos - i
+        out.append(a if t == 0 or a == b else a + (b - a) * t)
+    return out
 
 
 def worst(values: np.ndarray, count: int = WORST) -> list[tuple[int, float]]:
@@ -52,8 +73,12 @@ def worst(values: np.ndarray, count: int = WORST) -> list[tuple[int, float]]:
     return [(int(i), float(x)) for i, x in zip(index[keep][order], v[keep][order], strict=True)]
 
 
-def _json_float(x: float) -> float | None:
-    return None if isinstance(x, float) and math.isnan(x) else x
+def _json_float(x: float) -> float | str | None:
+    """``x`` as strict JSON takes it: NaN (a statistic not computed) as null, ±inf as the
+    strings ``"inf"`` and ``"-inf"``."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None if math.isnan(x) else ("inf" if x > 0 else "-inf")
+    return x
 
 
 @dataclass
@@ -84,12 +109,15 @@ class CompareReport:
     def to_dict(self) -> dict[str, Any]:
         """The JSON form: samples, kl {mean, stderr, median, p90, p99, p999, max},
         top1_agreement, worst [{index, kl}], the NaN count and indices, the models, providers,
-        engine and timings (NaN statistics as null)."""
+        engine and timings. Strict JSON (``json.dumps(..., allow_nan=False)`` takes it): a NaN
+        statistic (one that needs more samples than there are) is null, an infinite one (a
+        sample where the candidate gives probability 0 to a class the base does not) the
+        string ``"inf"`` (``"-inf"``)."""
         return {
             "samples": self.samples,
             "kl": {k: _json_float(v) for k, v in self.kl.items()},
             "top1_agreement": _json_float(self.top1_agreement),
-            "worst": [{"index": i, "kl": v} for i, v in self.worst],
+            "worst": [{"index": i, "kl": _json_float(v)} for i, v in self.worst],
             "nan_samples": self.nan_samples,
             "nan_indices": list(self.nan_indices),
             "models": dict(self.models),
@@ -102,7 +130,7 @@ class CompareReport:
             "kl_op": self.kl_op,
             "data": self.data,
             "rows": self.rows,
-            "timings": dict(self.timings),
+            "timings": {k: _json_float(v) for k, v in self.timings.items()},
         }
 
     def table(self) -> str:
@@ -143,8 +171,9 @@ class CompareReport:
             )
         t = self.timings
         lines.append(
-            f"time             {t['wall_s']:.3f} s, {t['samples_per_s']:.0f} samples/s "
-            f"(read {t['read_s']:.3f} s, base {t['base_s']:.3f} s, candidate "
+            f"time             {t['wall_s']:.3f} s, {t['samples_per_s']:.0f} samples/s, "
+            f"start-up {t.get('startup_s', 0.0):.3f} s (sessions built; "
+            f"read {t['read_s']:.3f} s, base {t['base_s']:.3f} s, candidate "
             f"{t['candidate_s']:.3f} s, KL {t['kl_s']:.3f} s"
             + (" summed over workers" if self.engine != "local" else "")
             + ")"
