@@ -435,7 +435,7 @@ def _sniff(path: Path) -> str | None:
 
 def scan(path: str | os.PathLike) -> Layout:
     """Plan a data path: its files, every shard's header read once (see the module doc)."""
-    where = Path(path)
+    where = Path(os.path.abspath(path))  # shards named alike on every worker
     try:
         st = os.stat(where)
     except FileNotFoundError:
