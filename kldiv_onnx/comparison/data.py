@@ -372,8 +372,10 @@ class _ParquetReader:
             self._names = tuple(names)
             self._batches, self._iter = [], None
             self._start = self._end = self.shard.groups[self._group(start)]
+        fresh = False  # an iterator just opened: it must give rows
         while self._end < stop:
             if self._iter is None:
+                fresh = True
                 first = self._group(self._end)
                 last = self._group(max(stop, min(self.until, self.shard.rows)) - 1)
                 if self.shard.groups[first] != self._end:
@@ -388,10 +390,13 @@ class _ParquetReader:
             except (OSError, pa.ArrowException) as exc:
                 raise ValueError(f"cannot read {self.shard.path} as Parquet: {exc}") from exc
             if batch is None:
+                if fresh:  # the row groups the metadata names hold fewer rows
+                    raise _changed(self.shard)
                 self._iter = None
                 continue
             if not batch.num_rows:
                 raise _changed(self.shard)
+            fresh = False
             self._batches.append(batch)
             self._end += batch.num_rows
             self._drop(start)
