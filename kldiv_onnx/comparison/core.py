@@ -172,10 +172,12 @@ def compare(
             ray_timeout=float(ray_timeout),
         )
         bar = Progress(rows, progress)
+        finished = False
         try:
             results, running = RUNNERS[engine](job, dataset, bar)
+            finished = True
         finally:
-            bar.close()
+            bar.close(finished)
     finally:
         dataset.close()
     t_stats = time.perf_counter()

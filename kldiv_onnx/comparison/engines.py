@@ -249,7 +249,8 @@ PROGRESS_SECONDS_VAR = "KLDIV_ONNX_PROGRESS_SECONDS"
 
 class Progress:
     """Progress on stderr: a bar redrawn in place on a terminal; elsewhere (a CI log, a file) a
-    plain line every few seconds (:data:`PROGRESS_SECONDS_VAR`) and one at the end. The rate and
+    plain line every few seconds (:data:`PROGRESS_SECONDS_VAR`) and one at the end (none for a
+    run shorter than the interval). The rate and
     the ETA count from :meth:`begin` (the sessions built), not from the start."""
 
     def __init__(self, total: int, enabled: bool) -> None:
@@ -267,6 +268,7 @@ class Progress:
         self.done_at_begin = 0
         self.last = self.start
         self.done = 0
+        self.printed = False
 
     def begin(self) -> None:
         """The sessions are built: the rate and ETA count from here (called once)."""
@@ -279,9 +281,13 @@ class Progress:
         if not self.enabled:
             return
         now = time.perf_counter()
-        if now - self.last < self.interval and self.done < self.total:
+        # the bar is drawn at the end too; off a terminal a run shorter than the interval
+        # prints nothing
+        due = now - self.last >= self.interval or (self.terminal and self.done >= self.total)
+        if not due:
             return
         self.last = now
+        self.printed = True
         frac = self.done / self.total if self.total else 1.0
         rate = self._rate(now)
         eta = "-:--" if rate is None else _clock((self.total - self.done) / rate if rate else 0)
@@ -304,12 +310,14 @@ class Progress:
             return None
         return (self.done - self.done_at_begin) / (now - self.began)
 
-    def close(self) -> None:
-        if not self.enabled:
+    def close(self, finished: bool = True) -> None:
+        """Clear the bar; off a terminal, a closing line after the progress lines of a run that
+        ``finished`` (a failed one ends with its error line alone)."""
+        if not self.enabled or not self.printed:
             return
         if self.terminal:
             sys.stderr.write("\r" + " " * 79 + "\r")
-        else:
+        elif finished:
             wall = time.perf_counter() - self.start
             sys.stderr.write(f"compare: {self.done}/{self.total} rows in {wall:.1f} s\n")
         sys.stderr.flush()
