@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import threading
 import weakref
 from collections.abc import Callable
@@ -48,8 +49,10 @@ CALLS_PER_THREAD = 64
 
 def _check_arrays(input: Any, target: Any) -> tuple[np.ndarray, np.ndarray]:
     """numpy views of the two arguments (masked arrays refused: their mask would be lost)."""
+    # no masked array exists before numpy.ma is imported (`np.ma` would import it: 0.1 s)
+    ma = sys.modules.get("numpy.ma")
     for name, value in (("input", input), ("target", target)):
-        if isinstance(value, np.ma.MaskedArray):
+        if ma is not None and isinstance(value, ma.MaskedArray):
             raise TypeError(
                 f"{name} is a numpy masked array: the loss would ignore its mask; pass "
                 "`.filled(...)` or `.data` explicitly"
@@ -111,10 +114,13 @@ def _check_threads(threads: object) -> int | None:
 
 
 @functools.lru_cache(maxsize=256)
-def _model_bytes(variant: Variant, dtype: str, ranks: tuple[int, int]) -> bytes:
-    """A model for inputs of the given ranks, every dim symbolic (onnx needs known ranks)."""
+def _model_bytes(variant: Variant, dtype: str, ranks: tuple[int, int], body: bool = True) -> bytes:
+    """A model for inputs of the given ranks, every dim symbolic (onnx needs known ranks).
+    ``body=False`` (the fused backend, whose session registers the native kernel): the node
+    alone, so that a first call neither builds the function body (onnxscript) nor has
+    onnxruntime load it."""
     shapes = [[f"{side}{i}" for i in range(rank)] for side, rank in zip("xt", ranks, strict=True)]
-    model = variant_model(variant, dtype, *shapes)
+    model = variant_model(variant, dtype, *shapes, body=body)
     return model.SerializeToString()
 
 
@@ -377,7 +383,7 @@ class KLDivLoss:
 
     def _session(self, backend: str, x: np.ndarray, t: np.ndarray) -> ort.InferenceSession:
         return runtime.session(
-            _model_bytes(self._variant, dtype_name(x.dtype), (x.ndim, t.ndim)),
+            _model_bytes(self._variant, dtype_name(x.dtype), (x.ndim, t.ndim), backend != "fused"),
             providers=["CPUExecutionProvider"],
             fused=backend == "fused",
             threads=self._threads,

@@ -26,7 +26,6 @@ from ._contract import (
     dtype_name,
 )
 from ._version import __version__
-from .composite import function_proto
 
 Dim = int | str | None
 Shape = Sequence[Dim] | None
@@ -46,6 +45,10 @@ def add_function(model: ModelProto, variant: Variant, dtype: str) -> str:
     ``ValueError`` when the model already holds the variant's function for another dtype (a
     body is specialised to one dtype) or imports the domain at another version.
     """
+    # onnxscript (with onnx_ir and sympy, half a second to import) loads only here, where a
+    # function body is first built
+    from .composite import function_proto
+
     name = variant.op_name
     wanted = function_proto(variant, dtype, opset_of(model) or DEFAULT_OPSET)
     for existing in model.functions:
@@ -136,11 +139,17 @@ def variant_model(
     *,
     form: str = "function",
     opset: int = DEFAULT_OPSET,
+    body: bool = True,
 ) -> ModelProto:
-    """:func:`build_model` of a parsed ``variant``."""
+    """:func:`build_model` of a parsed ``variant``. ``body=False`` leaves the function out:
+    the node alone, for a session that registers the native library (its kernel runs the
+    node; the model is built without onnxscript, and without onnx's checker, whose first call
+    costs more than the session); such a model runs nowhere else."""
     dtype = dtype_name(dtype)
     if form not in FORMS:
         raise ValueError(f"form must be one of {FORMS}, got {form!r}")
+    if not body and form != "function":
+        raise ValueError(f"form {form!r} needs the function body")
     if isinstance(opset, bool) or not isinstance(opset, int):
         raise ValueError(f"opset must be an int, got {opset!r}")
     newest = onnx.defs.onnx_opset_version()
@@ -168,10 +177,14 @@ def variant_model(
         producer_name="kldiv-onnx",
         producer_version=__version__,
     )
-    add_function(model, variant, dtype)
+    if body:
+        add_function(model, variant, dtype)
+    else:
+        model.opset_import.append(helper.make_opsetid(DOMAIN, DOMAIN_VERSION))
     if form == "inline":
         model = onnx.inliner.inline_local_functions(model)
         del model.opset_import[:]
         model.opset_import.append(helper.make_opsetid("", opset))
-    onnx.checker.check_model(model, full_check=True)
+    if body:  # a node alone holds nothing onnx's checker knows: the session's loader checks it
+        onnx.checker.check_model(model, full_check=True)
     return model

@@ -3,7 +3,9 @@
 Reads every module's imports with ``ast`` (nothing is imported): no import circle between the
 package's modules, no module importing the package's ``__init__`` (the top), the CLI imported
 by no library module, argparse only under ``kldiv_onnx/cli/``, no ``import_module`` of the
-package's own modules, and every project import at module level.
+package's own modules, and every project import at module level except those of :data:`LAZY`.
+The package's ``__init__`` names its modules in its ``_LAZY`` table (imported on first use):
+those count as its imports.
 """
 
 from __future__ import annotations
@@ -15,6 +17,19 @@ import kldiv_onnx
 
 ROOT = Path(kldiv_onnx.__file__).resolve().parent
 ENTRY_POINTS = {"kldiv_onnx.__main__"}
+LAZY = {
+    "kldiv_onnx.composite": "onnxscript, with onnx_ir and sympy: half a second to import, "
+    "needed only where a function body is built",
+    "kldiv_onnx.model_io": "onnx: the CLI's shared helpers read and write models through it, "
+    "and `kldiv-onnx --version` and `--help` must not wait for it",
+    **{
+        f"kldiv_onnx.cli.{group}": "a subcommand group: imported with the library it runs only "
+        "when one of its subcommands is given"
+        for group in ("core", "interop", "runtimes", "cann", "bench", "compare")
+    },
+}
+"""The project modules that may be imported inside a function, and why: each costs a start-up
+that the importing module's other users should not pay."""
 
 
 def _module_name(path: Path) -> str:
@@ -38,7 +53,13 @@ def _resolve(module: str, node: ast.ImportFrom) -> str:
 def _imports(module: str) -> list[tuple[str, bool]]:
     """(imported project module, at module level?) for every project import of ``module``."""
     tree = ast.parse(MODULES[module].read_text(encoding="utf-8"))
-    top = {id(n) for n in tree.body}
+    # module level: the body, and the type checkers' imports under `if TYPE_CHECKING:`
+    typing_only = [
+        n.body
+        for n in tree.body
+        if isinstance(n, ast.If) and isinstance(n.test, ast.Name) and n.test.id == "TYPE_CHECKING"
+    ]
+    top = {id(n) for n in [*tree.body, *(n for body in typing_only for n in body)]}
     found: list[tuple[str, bool]] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -59,7 +80,20 @@ def _imports(module: str) -> list[tuple[str, bool]]:
     return found
 
 
+def _lazy_names(module: str) -> dict[str, str]:
+    """The ``_LAZY`` table of ``module`` (public name → module under the package), {} if none."""
+    tree = ast.parse(MODULES[module].read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.AnnAssign | ast.Assign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(isinstance(t, ast.Name) and t.id == "_LAZY" for t in targets):
+                return ast.literal_eval(node.value)
+    return {}
+
+
+TOP_LAZY = {f"kldiv_onnx.{m}" for m in _lazy_names("kldiv_onnx").values()}
 GRAPH = {m: {t for t, _ in _imports(m) if t != m} for m in MODULES}
+GRAPH["kldiv_onnx"] |= TOP_LAZY
 
 
 def test_no_import_circle():
@@ -107,6 +141,18 @@ def test_argparse_only_in_the_cli_and_no_import_module():
         assert "import_module(" not in text, module
 
 
-def test_project_imports_at_module_level():
-    inside = [(m, t) for m in MODULES for t, top in _imports(m) if not top]
+def test_project_imports_at_module_level_but_the_lazy_ones():
+    inside = [(m, t) for m in MODULES for t, top in _imports(m) if not top and t not in LAZY]
     assert inside == []
+    assert set(MODULES) >= set(LAZY)
+
+
+def test_only_the_package_top_imports_by_name():
+    """``__import__`` only in the package's ``__init__``, and only of the modules its ``_LAZY``
+    table names (counted as its imports above), each defining the names it is asked for."""
+    for module, path in MODULES.items():
+        if module != "kldiv_onnx":
+            assert "__import__(" not in path.read_text(encoding="utf-8"), module
+    assert TOP_LAZY and set(MODULES) >= TOP_LAZY
+    for name in kldiv_onnx.__all__:
+        assert getattr(kldiv_onnx, name) is not None, name

@@ -1,5 +1,8 @@
 """What every subcommand shares: the usage error, the parser that raises it, argument types,
-and reading and writing files with errors turned into one line."""
+and reading and writing files with errors turned into one line.
+
+Light to import (the parser of ``kldiv-onnx --version`` and ``--help`` is built from it): onnx
+is imported by the functions that read and write models, when they run."""
 
 from __future__ import annotations
 
@@ -7,9 +10,9 @@ import argparse
 import os
 from typing import Any
 
-import onnx
-
-from ..model_io import load_model, save_model, saved_with_external_data
+TYPE_CHECKING = False  # typing's own constant, without importing typing
+if TYPE_CHECKING:
+    import onnx
 
 
 class UsageError(Exception):
@@ -78,6 +81,8 @@ def int_shape(text: str) -> list[int]:
 
 def read_model(path: str, what: str = "model") -> onnx.ModelProto:
     """The model at ``path``, or a :class:`UsageError` naming it."""
+    from ..model_io import load_model
+
     try:
         return load_model(path, what)
     except (OSError, ValueError, TypeError) as exc:  # each names the path
@@ -89,6 +94,8 @@ def write_model(
 ) -> None:
     """Save ``model`` atomically, or a :class:`UsageError` naming the path. Its tensors go to
     external data when a ``sources`` file had them so, or when it would pass 2 GiB."""
+    from ..model_io import save_model, saved_with_external_data
+
     try:
         external = any(saved_with_external_data(s) for s in sources) or None
         save_model(model, path, external_data=external)
