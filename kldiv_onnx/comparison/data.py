@@ -23,6 +23,11 @@ planning saw: a file replaced or rewritten since is refused, never read half old
   multi-dimensional input. Read in record batches of about a batch's rows (pyarrow's
   ``ParquetFile.iter_batches``, through a small read buffer), not whole row groups: a file with
   large row groups costs no more memory than one with small ones.
+
+The file formats are parsed as ``run`` and ``validate`` parse them (:mod:`kldiv_onnx.data_files`:
+``.npy`` headers checked before any data; :mod:`kldiv_onnx.arrow_data`: Parquet columns as
+numpy), and the columns are fitted to the models by the same rules (bfloat16, ``--cast``:
+:func:`kldiv_onnx.data_files.feedable`, :func:`kldiv_onnx.data_files.cast_feed`).
 """
 
 from __future__ import annotations
