@@ -1,14 +1,20 @@
 """A model's inputs, written once for ``run``, ``validate`` and ``compare``: what the model
-declares (names, dtypes, dims), seeded inputs for it, and its feeds read from ``.npy``/``.npz``
-files and checked against what it declares (``compare`` streams its data sets, ``.npz`` or
-Parquet, through :mod:`kldiv_onnx.comparison.data` and describes the models' inputs with
-:func:`elem_dtype` and :func:`declared_dims`).
+declares (names, dtypes, dims), seeded inputs for it, its feeds read from files, and the rules
+that fit data to the model: the bfloat16 rule and the dtype check.
+
+Choice: ``run`` and ``validate --inputs`` read their files whole here (``.npy``, ``.npz``, or
+one Parquet file, whose columns are the inputs: they are one batch); ``compare`` streams its
+data sets (``.npz``, Parquet, a folder of shards) through :mod:`kldiv_onnx.comparison.data`,
+which parses ``.npz`` members with :func:`npz_member_header` and Parquet columns with
+:mod:`kldiv_onnx.arrow_data` as this module does, and fits them to the models with
+:func:`feedable` and :func:`cast_feed`, the same rules :func:`check_feed` applies.
 
 ONNX's bfloat16 is ``ml_dtypes.bfloat16`` everywhere (:func:`elem_dtype`; onnx before 1.19 maps
 it to a ``uint16`` stand-in). ``np.save`` of an ``ml_dtypes.bfloat16`` array stores it as
-2-byte void data (``|V2``): such data is read as bfloat16 wherever the model input is
-bfloat16, and bfloat16 outputs saved with ``np.savez`` read back the same way. Every mismatch
-(an unknown or missing input name, one file too many, a dtype, a rank or a static dim other than
+2-byte void data (``|V2``): such data is read as bfloat16 wherever the model input is bfloat16
+(:func:`fed_dtype`), and bfloat16 outputs saved with ``np.savez`` read back the same way. Data
+of another dtype than the input's is refused, or cast by :data:`CASTS`. Every mismatch (an
+unknown or missing input name, one file too many, a dtype, a rank or a static dim other than
 the model's) is a ``ValueError`` or ``TypeError`` naming the input, what the model expects and
 what was given.
 
@@ -32,6 +38,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import onnx
 
+from . import arrow_data
 from ._contract import DOMAIN, DTYPES, variant_of
 from .errors import first_line
 from .model_io import check_input_file
@@ -148,6 +155,69 @@ def sample_feeds(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]
             value = rng.standard_normal(shape)
         feeds[spec.name] = np.asarray(value).astype(spec.dtype)
     return feeds
+
+
+BFLOAT16 = DTYPES["bfloat16"]
+FLOAT_DTYPES = (*DTYPES.values(), np.dtype(np.float64))
+"""The floating-point dtypes of model inputs and outputs."""
+CASTS = ("no", "exact", "any")
+"""How data of another dtype than a model's input is fed: ``no`` refuses it, ``exact`` casts
+values that survive the cast unchanged (float64 values float32 holds exactly, int64 below
+2**24 to float32, bool, float16 to float32) and refuses any other, ``any`` casts as numpy does
+(rounding, wrapping)."""
+
+
+def fed_dtype(dtype: np.dtype, want: np.dtype | None) -> np.dtype:
+    """The dtype that data of ``dtype`` is read as for an input of ``want``: 2-byte void data
+    (what ``np.save`` stores for ``ml_dtypes.bfloat16``) is bfloat16 where the input is, other
+    data is what it says."""
+    return BFLOAT16 if dtype == np.dtype("V2") and want == BFLOAT16 else dtype
+
+
+def _numeric(dtype: np.dtype) -> bool:
+    return dtype.kind in "biuf" or dtype == BFLOAT16
+
+
+def feedable(dtype: np.dtype, want: np.dtype, cast: str) -> bool:
+    """Whether data of ``dtype`` feeds an input of ``want`` by ``cast`` (:data:`CASTS`): the
+    same dtype (:func:`fed_dtype`), or both numeric and ``cast`` other than ``no``."""
+    dtype = fed_dtype(dtype, want)
+    return dtype == want or (cast != "no" and _numeric(dtype) and _numeric(want))
+
+
+def cast_hint(dtype: np.dtype, want: np.dtype) -> str:
+    """How to feed data of ``dtype`` to an input of ``want`` where ``cast`` refused it."""
+    if not (_numeric(fed_dtype(dtype, want)) and _numeric(want)):
+        return ""
+    return (
+        f": convert the data, or cast it with --cast exact (values {want} holds exactly) or "
+        "--cast any"
+    )
+
+
+def cast_feed(name: str, x: np.ndarray, dtype: np.dtype, cast: str) -> np.ndarray:
+    """``x`` as ``dtype`` by ``cast`` (:data:`CASTS`; :func:`feedable` allowed it): with
+    ``exact``, ``ValueError`` naming the input and a value that the cast would change."""
+    x = np.asarray(x)
+    if fed_dtype(x.dtype, dtype) != x.dtype:
+        x = x.view(dtype)
+    if x.dtype == dtype:
+        return x
+    with np.errstate(invalid="ignore", over="ignore"):
+        y = x.astype(dtype)
+        if cast != "exact":
+            return y
+        back = y.astype(x.dtype)
+    same = back == x
+    if x.dtype.kind == "f":
+        same |= np.isnan(x) & np.isnan(back)
+    if not same.all():
+        bad = x[tuple(np.argwhere(~same)[0])]
+        raise ValueError(
+            f"input {name!r}: {dtype} cannot hold the data's {x.dtype} value {bad} exactly "
+            "(cast exact); cast it with --cast any to round it"
+        )
+    return y
 
 
 NPY_MAGIC = b"\x93NUMPY"
@@ -285,10 +355,39 @@ def _read_npz(f: BinaryIO, path: str) -> dict[str | None, np.ndarray]:
         return arrays
 
 
+def _read_parquet(path: str) -> dict[str | None, np.ndarray]:
+    """A Parquet file's columns by name, read whole (:mod:`kldiv_onnx.arrow_data`)."""
+    pa = arrow_data.pyarrow()
+    where = f"data file {path!r}"
+    try:
+        parquet = pa.parquet.ParquetFile(path)
+        rows = parquet.metadata.num_rows
+        schema = parquet.schema_arrow
+        names = schema.names
+        twice = next((n for n in names if names.count(n) > 1), None)
+        if twice is not None:
+            raise ValueError(f"{where}: column {twice!r} is in it twice: name each column once")
+        need = 0
+        for field in schema:
+            try:
+                shape, dtype = arrow_data.row_type(pa, field.type)
+            except ValueError as exc:
+                raise ValueError(f"{where}: column {field.name!r}: {exc}") from exc
+            need += rows * dtype.itemsize * math.prod(shape or ())
+        check_memory(need, where)
+        table = parquet.read()
+    except (OSError, pa.ArrowException) as exc:
+        raise ValueError(f"cannot read {where} as Parquet: {first_line(exc)}") from exc
+    return {
+        name: arrow_data.to_numpy(pa, table.column(name).combine_chunks(), name, where)
+        for name in names
+    }
+
+
 def _read(path: str) -> dict[str | None, np.ndarray] | np.ndarray:
-    """An ``.npy`` file's array or an ``.npz`` file's arrays by name, each header checked
-    before its data is read (:func:`npy_header`): never numpy's pickle path, never more memory
-    than the data holds."""
+    """An ``.npy`` file's array, or an ``.npz`` or Parquet file's arrays by name, each header
+    checked before its data is read (:func:`npy_header`): never numpy's pickle path, never more
+    memory than the data holds."""
     check_input_file(path, "data file")
     try:
         with open(path, "rb") as f:
@@ -300,21 +399,24 @@ def _read(path: str) -> dict[str | None, np.ndarray] | np.ndarray:
                 return _read_npy(f, path)
     except OSError as exc:
         raise ValueError(f"cannot read data file {path!r}: {first_line(exc)}") from exc
+    if magic.startswith(b"PAR1"):
+        return _read_parquet(path)
     raise ValueError(
-        f"cannot read data file {path!r}: not a .npy or .npz file (numpy.save and numpy.savez "
-        "write them)"
+        f"cannot read data file {path!r}: not a .npy, .npz or Parquet file (numpy.save, "
+        "numpy.savez and pyarrow.parquet.write_table write them)"
     )
 
 
-def check_feed(spec: InputSpec, array: np.ndarray) -> np.ndarray:
-    """``array`` if it fits ``spec`` (2-byte void data read as bfloat16 where it is
-    bfloat16), else ``TypeError`` (dtype) or ``ValueError`` (rank, static dim)."""
+def check_feed(spec: InputSpec, array: np.ndarray, cast: str = "no") -> np.ndarray:
+    """``array`` fitted to ``spec``: of its dtype (:func:`fed_dtype`), or cast to it by ``cast``
+    (:data:`CASTS`); else ``TypeError`` (dtype) or ``ValueError`` (rank, static dim)."""
     name, dtype, dims = spec.name, spec.dtype, spec.dims
     array = np.asarray(array)
-    if array.dtype == np.dtype("V2") and dtype == DTYPES["bfloat16"]:
-        array = array.view(DTYPES["bfloat16"])
-    if array.dtype != dtype:
-        raise TypeError(f"input {name!r}: the model takes {dtype}, got {array.dtype}")
+    if not feedable(array.dtype, dtype, cast):
+        raise TypeError(
+            f"input {name!r}: the model takes {dtype}, got {array.dtype}"
+            f"{cast_hint(array.dtype, dtype)}"
+        )
     want = [d if isinstance(d, int) else "?" if d is None else d for d in dims]
     wrong_rank = len(dims) != array.ndim
     if wrong_rank or any(
@@ -324,11 +426,14 @@ def check_feed(spec: InputSpec, array: np.ndarray) -> np.ndarray:
         raise ValueError(
             f"input {name!r}: the model takes {what}shape {want}, got {list(array.shape)}"
         )
-    return array
+    return cast_feed(name, array, dtype, cast)
 
 
-def check_feeds(feeds: Mapping[str, np.ndarray], specs: Sequence[InputSpec]) -> dict:
-    """``feeds`` checked against ``specs``: every input given, no other name, each fitting."""
+def check_feeds(
+    feeds: Mapping[str, np.ndarray], specs: Sequence[InputSpec], cast: str = "no"
+) -> dict:
+    """``feeds`` checked against ``specs``: every input given, no other name, each fitting
+    (:func:`check_feed`)."""
     order = [s.name for s in specs]
     unknown = [n for n in feeds if n not in order]
     if unknown:
@@ -336,12 +441,15 @@ def check_feeds(feeds: Mapping[str, np.ndarray], specs: Sequence[InputSpec]) -> 
     missing = [n for n in order if n not in feeds]
     if missing:
         raise ValueError(f"no value given for model inputs {missing}")
-    return {s.name: check_feed(s, feeds[s.name]) for s in specs}
+    return {s.name: check_feed(s, feeds[s.name], cast) for s in specs}
 
 
-def read_feeds(paths: Sequence[str], specs: Sequence[InputSpec]) -> dict[str, np.ndarray]:
-    """The feeds for a model whose inputs are ``specs``, read from ``paths``: ``file.npz``
-    (keys are input names), ``file.npy`` (taken in input order) or ``NAME=file.npy``."""
+def read_feeds(
+    paths: Sequence[str], specs: Sequence[InputSpec], cast: str = "no"
+) -> dict[str, np.ndarray]:
+    """The feeds for a model whose inputs are ``specs``, read from ``paths``: ``file.npz`` or a
+    Parquet file (keys or columns are input names), ``file.npy`` (taken in input order) or
+    ``NAME=file.npy``; fitted by :func:`check_feeds`."""
     declared = {s.name for s in specs}
     order = [s.name for s in specs]
     feeds: dict[str, np.ndarray] = {}
@@ -366,4 +474,4 @@ def read_feeds(paths: Sequence[str], specs: Sequence[InputSpec]) -> dict[str, np
             if key in feeds:
                 raise ValueError(f"input {key!r} is given twice")
             feeds[key] = array
-    return check_feeds(feeds, specs)
+    return check_feeds(feeds, specs, cast)

@@ -451,3 +451,19 @@ def test_cast_to_a_bfloat16_input(case, tmp_path):
     np.savez(inexact, x=case["x"])
     with pytest.raises(ValueError, match=r"bfloat16 cannot hold"):
         compare(base, candidate, inexact, cast="exact")
+
+
+def test_bfloat16_saved_by_numpy_feeds_a_bfloat16_input(case, tmp_path):
+    """``np.savez`` of bfloat16 data stores 2-byte void arrays: compare reads them as bfloat16
+    for a bfloat16 input, as run and validate do (the KL equals that of the float32 models on
+    the same values)."""
+    import ml_dtypes
+
+    base, candidate = (_bfloat16_input(case[k]) for k in ("base_model", "candidate_model"))
+    x = case["x"].astype(ml_dtypes.bfloat16)
+    np.savez(tmp_path / "bf16.npz", x=x)
+    assert np.load(tmp_path / "bf16.npz")["x"].dtype == np.dtype("V2")
+    np.savez(tmp_path / "f32.npz", x=x.astype(np.float32))
+    got = compare(base, candidate, tmp_path / "bf16.npz").values
+    want = compare(case["base"], case["candidate"], tmp_path / "f32.npz").values
+    np.testing.assert_array_equal(got, want)

@@ -111,3 +111,16 @@ def read_paths(*items: str | None) -> list[str]:
         if item:
             paths += [item, item.partition("=")[2]] if "=" in item else [item]
     return paths
+
+
+def add_cast_option(parser: argparse.ArgumentParser, casts: tuple[str, ...]) -> None:
+    """``--cast`` of ``run``, ``validate`` and ``compare`` (``casts``: the library's ``CASTS``,
+    passed in so that this module imports no numpy)."""
+    parser.add_argument(
+        "--cast",
+        choices=casts,
+        default="no",
+        help="data of another dtype than a model's input: no: refuse it (default); exact: cast "
+        "it where every value survives unchanged (float64 copies of float32 values, int64 below "
+        "2**24, bool, float16), refusing any other value; any: cast it as numpy does (rounding)",
+    )

@@ -11,7 +11,7 @@ from ..comparison import CASTS, DEFAULT_BATCH_SIZE, ENGINES, KINDS, compare, pro
 from ..comparison.plot import plot
 from ..errors import first_line
 from ..model_io import check_output_path, write_bytes
-from .common import UsageError, positive_int, read_paths
+from .common import UsageError, add_cast_option, positive_int, read_paths
 
 DESCRIPTION = (
     "Measure how far a candidate model's output distribution drifts from a base model's over a "
@@ -106,14 +106,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help="compare only the first N rows of the data",
     )
-    p.add_argument(
-        "--cast",
-        choices=CASTS,
-        default="no",
-        help="data of another dtype than a model's input: no: refuse it (default); exact: cast "
-        "it where every value survives unchanged (float64 copies of float32 values, int64 below "
-        "2**24, bool, float16), refusing any other value; any: cast it as numpy does (rounding)",
-    )
+    add_cast_option(p, CASTS)
     p.add_argument(
         "--verbose",
         action="store_true",

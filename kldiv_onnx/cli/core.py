@@ -9,13 +9,13 @@ import numpy as np
 
 from .. import runtime
 from .._contract import DEFAULT_OPSET, DTYPES, REDUCTIONS
-from ..data_files import check_memory, read_feeds, session_inputs
+from ..data_files import CASTS, check_memory, read_feeds, session_inputs
 from ..demo import demo
 from ..doctor import report
 from ..errors import ort_message
 from ..export import FORMS, build_model
 from ..model_io import atomic_write, check_output_path
-from .common import UsageError, positive_int, read_paths, shape, write_model
+from .common import UsageError, add_cast_option, positive_int, read_paths, shape, write_model
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -59,7 +59,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except Exception as exc:  # onnxruntime's own errors: invalid model files
         raise UsageError(f"cannot load {args.model}: {ort_message(exc)}") from exc
     try:
-        feeds = read_feeds(args.inputs, session_inputs(sess))
+        feeds = read_feeds(args.inputs, session_inputs(sess), args.cast)
     except (OSError, ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from exc
     try:
@@ -126,14 +126,16 @@ def register(sub: Any) -> None:
     )
     p.set_defaults(func=_cmd_export)
 
-    p = sub.add_parser("run", help="run a model on .npy/.npz inputs")
+    p = sub.add_parser("run", help="run a model on .npy/.npz/Parquet inputs")
     p.add_argument("model", help="the .onnx file (external data is read beside it)")
     p.add_argument(
         "inputs",
         nargs="+",
-        help="file.npz (keys: input names), file.npy (in input order) or NAME=file.npy; "
-        "2-byte void arrays (numpy's way of saving bfloat16) are read as bfloat16",
+        help="file.npz (keys: input names), a Parquet file (columns: input names), file.npy "
+        "(in input order) or NAME=file.npy; 2-byte void arrays (numpy's way of saving "
+        "bfloat16) are read as bfloat16 where the input is bfloat16",
     )
+    add_cast_option(p, CASTS)
     p.add_argument(
         "--output",
         metavar="FILE",

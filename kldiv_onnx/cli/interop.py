@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from .._contract import DTYPES, REDUCTIONS
-from ..data_files import declared_inputs, read_feeds
+from ..data_files import CASTS, declared_inputs, read_feeds
 from ..export import FORMS
 from ..interop.distill import distill
 from ..interop.embed import embed
@@ -15,6 +15,7 @@ from ..interop.validate import check_shape_memory, validate_model, validate_op, 
 from ..model_io import check_output_path
 from .common import (
     UsageError,
+    add_cast_option,
     int_shape,
     non_negative_float,
     read_model,
@@ -87,12 +88,16 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     try:
+        if args.cast != "no" and not args.inputs:
+            raise UsageError("--cast needs --inputs (generated inputs have the model's dtypes)")
         if args.json:
             reads = read_paths(args.model, *(args.inputs or []))
             check_output_path(args.json, "JSON file", inputs=reads)
         if args.model:
             model = read_model(args.model)
-            inputs = read_feeds(args.inputs, declared_inputs(model)) if args.inputs else None
+            inputs = (
+                read_feeds(args.inputs, declared_inputs(model), args.cast) if args.inputs else None
+            )
             report = validate_model(model, inputs, seed=args.seed, rtol=args.rtol)
         else:
             if args.inputs:
@@ -164,9 +169,10 @@ def register(sub: Any) -> None:
         "--inputs",
         nargs="+",
         metavar="FILE",
-        help="the model's inputs, as for run: file.npz, file.npy (in input order) or "
-        "NAME=file.npy (default: generated)",
+        help="the model's inputs, as for run: file.npz, a Parquet file, file.npy (in input "
+        "order) or NAME=file.npy (default: generated)",
     )
+    add_cast_option(p, CASTS)
     p.add_argument(
         "--reduction", choices=REDUCTIONS, default="batchmean", help="op config: the reduction"
     )

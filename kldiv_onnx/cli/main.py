@@ -30,7 +30,7 @@ GROUPS = ("core", "interop", "runtimes", "cann", "bench", "compare")
 """Modules adding subcommands through ``register(subparsers)``, in help order."""
 COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("core", "write a KLDivLoss model"),
-    "run": ("core", "run a model on .npy/.npz inputs"),
+    "run": ("core", "run a model on .npy/.npz/Parquet inputs"),
     "demo": ("core", "the seed example and a random case through every backend"),
     "doctor": ("core", "versions, providers, native library"),
     "embed": ("interop", "add a KLDivLoss output to a model"),

@@ -9,9 +9,10 @@ Layout: :mod:`.data` (npz / Parquet shards read in row slices, the batch plan), 
 
 from __future__ import annotations
 
+from ..data_files import CASTS
 from .core import DEFAULT_BATCH_SIZE, compare, provider_list
 from .engines import ENGINES
-from .models import CASTS, KINDS
+from .models import KINDS
 from .report import CompareReport
 
 __all__ = [

@@ -11,6 +11,7 @@ import onnxruntime as ort
 
 from .. import native
 from .. import providers as _providers
+from ..data_files import CASTS
 from . import models
 from .data import Dataset
 from .engines import ENGINES, OPENVINO, RUNNERS, Job, Progress
@@ -71,8 +72,8 @@ def _check_args(
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be an int >= 1, got {limit!r}")
-    if cast not in models.CASTS:
-        raise ValueError(f"cast must be one of {', '.join(models.CASTS)}, got {cast!r}")
+    if cast not in CASTS:
+        raise ValueError(f"cast must be one of {', '.join(CASTS)}, got {cast!r}")
     if (
         isinstance(ray_timeout, bool)
         or not isinstance(ray_timeout, (int, float))

@@ -23,6 +23,11 @@ planning saw: a file replaced or rewritten since is refused, never read half old
   multi-dimensional input. Read in record batches of about a batch's rows (pyarrow's
   ``ParquetFile.iter_batches``, through a small read buffer), not whole row groups: a file with
   large row groups costs no more memory than one with small ones.
+
+The file formats are parsed as ``run`` and ``validate`` parse them (:mod:`kldiv_onnx.data_files`:
+``.npy`` headers checked before any data; :mod:`kldiv_onnx.arrow_data`: Parquet columns as
+numpy), and the columns are fitted to the models by the same rules (bfloat16, ``--cast``:
+:func:`kldiv_onnx.data_files.feedable`, :func:`kldiv_onnx.data_files.cast_feed`).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from .. import arrow_data
 from ..data_files import npz_member_header
 
 Piece = tuple[int, int, int]
@@ -242,74 +248,9 @@ class _NpzReader:
 # Parquet
 
 
-def _pyarrow():
-    try:
-        import pyarrow
-        import pyarrow.parquet
-    except ImportError as exc:
-        raise ImportError(
-            "reading Parquet needs pyarrow, which is not installed: pip install 'kldiv-onnx[ray]'"
-        ) from exc
-    return pyarrow
-
-
-def _arrow_column(pa, arrow_type) -> Column:  # noqa: ANN001
-    shape: list[int] = []
-    t = arrow_type
-    while True:
-        if pa.types.is_fixed_size_list(t):
-            shape.append(t.list_size)
-            t = t.value_type
-        elif pa.types.is_list(t) or pa.types.is_large_list(t):
-            return Column(None, np.dtype(_leaf_dtype(pa, t)))
-        else:
-            break
-    return Column(tuple(shape), _leaf_dtype(pa, t))
-
-
-def _leaf_dtype(pa, t) -> np.dtype:  # noqa: ANN001
-    while pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
-        t = t.value_type
-    try:
-        return np.dtype(t.to_pandas_dtype())
-    except (NotImplementedError, TypeError) as exc:
-        raise ValueError(f"Parquet type {t} is not a numeric tensor type") from exc
-
-
-def _arrow_to_numpy(pa, array, name: str, where: str, first_row: int = 0) -> np.ndarray:  # noqa: ANN001
-    """A (combined) Arrow array of scalars or (nested) lists → a numpy array (rows, *dims);
-    ``ValueError`` for nulls or a ragged list column."""
-    if array.null_count:
-        raise ValueError(f"{where}: column {name!r} has {array.null_count} null values")
-    rows = len(array)
-    dims: list[int] = []
-    while True:
-        t = array.type
-        if pa.types.is_fixed_size_list(t):
-            dims.append(t.list_size)
-            array = array.flatten()
-        elif pa.types.is_list(t) or pa.types.is_large_list(t):
-            offsets = np.asarray(array.offsets)
-            lengths = np.diff(offsets)
-            if lengths.size and np.any(lengths != lengths[0]):
-                bad = int(np.flatnonzero(lengths != lengths[0])[0])
-                raise ValueError(
-                    f"{where}: column {name!r} is ragged: row {first_row + bad} has "
-                    f"{int(lengths[bad])} values, row {first_row} has {int(lengths[0])}"
-                )
-            dims.append(int(lengths[0]) if lengths.size else 0)
-            array = array.flatten()
-        else:
-            break
-        if array.null_count:
-            raise ValueError(f"{where}: column {name!r} has null values inside its lists")
-    values = array.to_numpy(zero_copy_only=False)
-    return values.reshape((rows, *dims))
-
-
 def _parquet_header(path: str) -> tuple[Shard, Any]:
     """The shard and its Parquet schema (compared across shards before it is converted)."""
-    pa = _pyarrow()
+    pa = arrow_data.pyarrow()
     # read by path (pyarrow's own file: half the time of a Python file object), the file's
     # identity taken before and after: a file replaced meanwhile is refused
     before = _identity(os.stat(path))
@@ -330,7 +271,10 @@ def _parquet_header(path: str) -> tuple[Shard, Any]:
 
 
 def _parquet_columns(pa, schema) -> dict[str, Column]:  # noqa: ANN001
-    return {field.name: _arrow_column(pa, field.type) for field in schema.to_arrow_schema()}
+    return {
+        field.name: Column(*arrow_data.row_type(pa, field.type))
+        for field in schema.to_arrow_schema()
+    }
 
 
 class _ParquetReader:
@@ -339,7 +283,7 @@ class _ParquetReader:
     slice kept for it."""
 
     def __init__(self, shard: Shard, until: int, ahead: int = 1) -> None:
-        self.pa = _pyarrow()
+        self.pa = arrow_data.pyarrow()
         self.shard = shard
         self.until = until
         self.ahead = ahead
@@ -400,7 +344,7 @@ class _ParquetReader:
         table = pa.Table.from_batches(self._batches).slice(start - self._start, stop - start)
         self._drop(stop)
         return {
-            name: _arrow_to_numpy(
+            name: arrow_data.to_numpy(
                 pa, table.column(name).combine_chunks(), name, self.shard.path, start
             )
             for name in names
@@ -474,7 +418,7 @@ def scan(path: str | os.PathLike) -> Layout:
             shards.append(shard)
             columns = cols
     else:
-        pa = _pyarrow()
+        pa = arrow_data.pyarrow()
         schema = None
         for p in files:
             shard, other = _parquet_header(str(p))

@@ -29,10 +29,11 @@ import onnx
 
 from .. import native, runtime
 from .. import providers as _providers
+from ..data_files import cast_feed
 from ..errors import ort_message
 from ..runtimes import OpenVINO
 from .data import Dataset
-from .models import KLStage, cast_feed, check_probs
+from .models import KLStage, check_probs
 
 ENGINES = ("local", "ray")
 TIMERS = ("read_s", "base_s", "candidate_s", "kl_s")
@@ -62,7 +63,7 @@ class Job:
     """The native library the KL runs on (the driver's), or None for numpy's float64
     (:func:`.models.kl_rows`): every process of a comparison computes the KL the same way."""
     cast: str = "no"
-    """How data of another dtype is fed (:data:`.models.CASTS`)."""
+    """How data of another dtype is fed (:data:`kldiv_onnx.data_files.CASTS`)."""
     ray_timeout: float = 30.0
     """Seconds to wait for the cluster ``RAY_ADDRESS`` names to answer (:func:`check_cluster`)."""
 

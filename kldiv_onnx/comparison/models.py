@@ -23,32 +23,24 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import ml_dtypes
 import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
 from .. import native, runtime
 from .._contract import DEFAULT_OPSET, DOMAIN, DOMAIN_VERSION, IR_VERSION, ROW_KINDS, ROWS_OP
-from ..data_files import declared_dims, elem_dtype
+from ..data_files import (
+    FLOAT_DTYPES,
+    cast_hint,
+    declared_dims,
+    elem_dtype,
+    feedable,
+)
 from ..model_io import load_model
 from .data import Column
 
 KINDS = ROW_KINDS
 """What the compared outputs hold along their last axis."""
-CASTS = ("no", "exact", "any")
-"""How data of another dtype than a model's input is fed: ``no`` refuses it, ``exact`` casts
-values that survive the cast unchanged (float64 values float32 holds exactly, int64 below
-2**24 to float32, bool, float16 to float32) and refuses any other, ``any`` casts as numpy does
-(rounding, wrapping)."""
-
-_FLOAT_TYPES = {
-    TensorProto.FLOAT: np.dtype(np.float32),
-    TensorProto.FLOAT16: np.dtype(np.float16),
-    TensorProto.BFLOAT16: np.dtype(ml_dtypes.bfloat16),
-    TensorProto.DOUBLE: np.dtype(np.float64),
-}
-
 Dim = int | str | None
 ModelLike = onnx.ModelProto | bytes | str | os.PathLike
 
@@ -145,7 +137,7 @@ def pick_outputs(base: ModelInfo, candidate: ModelInfo, output: str | None) -> t
         names = (first, first)
     b, c = base.outputs[names[0]], candidate.outputs[names[1]]
     for role, name, t in (("base", names[0], b), ("candidate", names[1], c)):
-        if t.dtype is not None and t.dtype not in _FLOAT_TYPES.values():
+        if t.dtype is not None and t.dtype not in FLOAT_DTYPES:
             raise ValueError(
                 f"the {role} model's output {name!r} is {t.dtype}, not a floating-point tensor"
             )
@@ -175,8 +167,8 @@ def check_data(
     cast: str = "no",
 ) -> dict[str, np.dtype]:
     """Check that the data has a column for every model input, of a compatible shape and of the
-    input's dtype (or, with ``cast`` of :data:`CASTS` other than ``no``, a numeric dtype); the
-    dtype each input is fed as."""
+    input's dtype (or, with ``cast`` of :data:`~kldiv_onnx.data_files.CASTS` other than ``no``,
+    a numeric dtype: :func:`~kldiv_onnx.data_files.feedable`); the dtype each input is fed as."""
     missing = [name for name in base.inputs if name not in columns]
     if missing:
         raise ValueError(
@@ -205,47 +197,14 @@ def check_data(
                     "on a data set of a multiple of that many samples"
                 )
             if t.dtype is not None:
-                want = t.dtype
-                numeric = all(
-                    d.kind in "biuf" or d in _FLOAT_TYPES.values() for d in (column.dtype, want)
-                )
-                if want != column.dtype and (cast == "no" or not numeric):
-                    how = (
-                        f": convert the data, or cast it with --cast exact (values {want} holds "
-                        "exactly) or --cast any"
-                        if numeric
-                        else ""
-                    )
+                if not feedable(column.dtype, t.dtype, cast):
                     raise ValueError(
                         f"column {name!r} holds {column.dtype}; the {role} model's input "
-                        f"{name!r} takes {want}{how}"
+                        f"{name!r} takes {t.dtype}{cast_hint(column.dtype, t.dtype)}"
                     )
-                feed_types[name] = want
+                feed_types[name] = t.dtype
         feed_types.setdefault(name, column.dtype)
     return feed_types
-
-
-def cast_feed(name: str, x: np.ndarray, dtype: np.dtype, cast: str) -> np.ndarray:
-    """``x`` as ``dtype`` by ``cast`` (:data:`CASTS`; ``check_data`` allowed it): with
-    ``exact``, ``ValueError`` naming the input and a value that the cast would change."""
-    x = np.asarray(x)
-    if x.dtype == dtype:
-        return x
-    with np.errstate(invalid="ignore", over="ignore"):
-        y = x.astype(dtype)
-        if cast != "exact":
-            return y
-        back = y.astype(x.dtype)
-    same = back == x
-    if x.dtype.kind == "f":
-        same |= np.isnan(x) & np.isnan(back)
-    if not same.all():
-        bad = x[tuple(np.argwhere(~same)[0])]
-        raise ValueError(
-            f"input {name!r}: {dtype} cannot hold the data's {x.dtype} value {bad} exactly "
-            "(cast exact); cast it with --cast any to round it"
-        )
-    return y
 
 
 def kl_model(kind: str, temperature: float, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
