@@ -117,6 +117,9 @@ def test_ctrl_c_exits_130_without_a_traceback(tmp_path, models):
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        # a shell's background job (a CI runner's, say) ignores SIGINT, and the child would
+        # inherit that: Ctrl-C at a terminal reaches a command with the default disposition
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.monotonic() + 240
