@@ -32,10 +32,14 @@ struct Kernels {
 // nullptr where the ISA was not compiled in (non-x86 builds).
 const Kernels* Avx3Kernels();
 const Kernels* Avx2Kernels();
+const Kernels* NeonKernels();  // nullptr where not compiled in (non-aarch64 builds)
 const Kernels* ScalarKernels();
 // The per-row KL loops of row_kl_simd.cc (what the AVX-512 and AVX2 tables hold).
 RowKLFn RowKLAvx3();
 RowKLFn RowKLAvx2();
+// NEON keeps the float64 path for the per-row KL: row_kl_simd.cc's tile transpose is written
+// for 8 or 16 lanes.
+inline RowKLFn RowKLNeon() { return nullptr; }
 
 // The loops of the active target (dispatch.cc).
 const Kernels* ActiveKernels();

@@ -31,7 +31,7 @@ HWY_BEFORE_NAMESPACE();
 namespace kldiv {
 namespace HWY_NAMESPACE {
 
-#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX2
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_NEON
 
 namespace hn = hwy::HWY_NAMESPACE;
 using DF = hn::ScalableTag<float>;
@@ -294,6 +294,30 @@ HWY_INLINE VF LossFromLog(DF d, VF x, VF t, VF lg) {
   return hn::IfThenZeroElse(hn::Eq(t, hn::Zero(d)), hn::Mul(t, hn::Sub(lg, x)));
 }
 
+#if HWY_TARGET == HWY_NEON
+// NEON (aarch64): AVX2's log and careful path below, in Highway's portable ops (the same
+// polynomial, Estrin's scheme and fma order, so the same results); no fast path for ordinary
+// lanes.
+HWY_INLINE VF LogOfReducedPortable(DF d, VF f, VF e) {
+  const VF f2 = hn::Mul(f, f);
+  const VF f4 = hn::Mul(f2, f2);
+  const auto c = [d](int i) { return hn::Set(d, kQ[i]); };
+  VF q03 = hn::MulAdd(hn::MulAdd(c(3), f, c(2)), f2, hn::MulAdd(c(1), f, c(0)));
+  const VF q47 = hn::MulAdd(hn::MulAdd(c(7), f, c(6)), f2, hn::MulAdd(c(5), f, c(4)));
+  q03 = hn::MulAdd(hn::MulAdd(c(8), f4, q47), f4, q03);
+  return hn::MulAdd(e, hn::Set(d, 0.693147182464599609375f), hn::MulAdd(f2, q03, f));
+}
+
+template <int N>
+HWY_INLINE void LogLosses(DF d, const VF* x, const VF* t, VF* out) {
+  for (int k = 0; k < N; ++k) {
+    VF f, e;
+    Reduce(d, t[k], &f, &e);
+    out[k] = LossFromLog(d, x[k], t[k], LogOfReducedPortable(d, f, e));
+  }
+}
+#else  // AVX2
+
 // Whether every lane of the N vectors of t is +-0 or a positive normal finite float: the lanes
 // that LogLossFast gets right. bits + 0x7F800000 maps the bits of [FLT_MIN, FLT_MAX]
 // (0x00800000 .. 0x7F7FFFFF) onto the signed integers below -2^24 and every other pattern
@@ -354,6 +378,7 @@ HWY_INLINE void LogLosses(DF d, const VF* x, const VF* t, VF* out) {
     out[k] = LossFromLog(d, x[k], t[k], VF{LogOfReduced(f.raw, e.raw)});
   }
 }
+#endif  // HWY_TARGET == HWY_NEON
 
 #endif  // HWY_TARGET == HWY_AVX3
 
@@ -543,9 +568,12 @@ double Sum(const void* x, int64_t sx, const void* t, int64_t st, int64_t n) {
 #if HWY_TARGET == HWY_AVX3
 constexpr const char* kTargetName = "avx3";
 constexpr auto kRowKL = detail::RowKLAvx3;  // row_kl_simd.cc
-#else
+#elif HWY_TARGET == HWY_AVX2
 constexpr const char* kTargetName = "avx2";
 constexpr auto kRowKL = detail::RowKLAvx2;
+#else
+constexpr const char* kTargetName = "neon";
+constexpr auto kRowKL = detail::RowKLNeon;
 #endif
 
 const detail::Kernels* Table() {
@@ -562,7 +590,7 @@ const detail::Kernels* Table() {
   return &table;
 }
 
-#endif  // HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX2
+#endif  // HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_NEON
 
 }  // namespace HWY_NAMESPACE
 }  // namespace kldiv
@@ -581,6 +609,11 @@ const Kernels* Avx3Kernels() { return nullptr; }
 const Kernels* Avx2Kernels() { return N_AVX2::Table(); }
 #else
 const Kernels* Avx2Kernels() { return nullptr; }
+#endif
+#if (HWY_TARGETS & HWY_NEON) && defined(__aarch64__)
+const Kernels* NeonKernels() { return N_NEON::Table(); }
+#else
+const Kernels* NeonKernels() { return nullptr; }
 #endif
 
 }  // namespace detail
