@@ -1,6 +1,7 @@
 // test_main.cc: unit tests of the numeric core (no onnxruntime). Every supported SIMD target is
 // checked against a long-double reference; prints "N passed, M failed", exits non-zero on failure.
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 
 #include "harness.h"
@@ -45,6 +46,11 @@ void TestTargets() {
 int main() {
   using namespace kldiv_test;
   std::setvbuf(stdout, nullptr, _IONBF, 0);
+  // Under emulation (scripts/aarch64_tests.sh sets KLDIV_TEST_EMULATED), the two tests that
+  // stream 2**24 and 2**31 elements per target are left out: they would take most of an hour
+  // in QEMU. Native runs always run them.
+  const bool emulated = std::getenv("KLDIV_TEST_EMULATED") != nullptr;
+  if (emulated) std::printf("emulated: 2**24-element sums and the 2**31 broadcast left out\n");
   TestConversions();
   TestPlan();
   TestStaticCheck();
@@ -60,10 +66,10 @@ int main() {
     TestUlps(target);
     TestThreadIndependence(target);
     TestRowKL(target);
-    if (target != "scalar") TestAccuracy(target);
+    if (target != "scalar" && !emulated) TestAccuracy(target);
   }
   kldiv::SetTarget(targets.front());
-  TestHugeBroadcast(targets.front());
+  if (!emulated) TestHugeBroadcast(targets.front());
   TestThreadPool();
   std::printf("%d passed, %d failed\n", g_passed, g_failed);
   return g_failed == 0 ? 0 : 1;
