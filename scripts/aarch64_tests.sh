@@ -40,7 +40,8 @@ if [ -z "$python" ]; then
   "$work/venv/bin/pip" install --quiet "ziglang>=0.13"
   python="$work/venv/bin/python"
 fi
-KLDIV_ZIG=$("$python" -c 'import os, ziglang; print(os.path.join(os.path.dirname(ziglang.__file__), "zig"))')
+# zig caches its libc++ per installation: KLDIV_ZIG may name one already warmed.
+KLDIV_ZIG=${KLDIV_ZIG:-$("$python" -c 'import os, ziglang; print(os.path.join(os.path.dirname(ziglang.__file__), "zig"))')}
 export KLDIV_ZIG KLDIV_ZIG_TARGET=aarch64-linux-gnu.2.28
 
 ort_include=${ORT_INCLUDE_DIR:-$root/third_party/onnxruntime/include}

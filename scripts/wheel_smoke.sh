@@ -51,7 +51,7 @@ for arch in $archs; do
         if PATH="$bin" command -v "$cc" > /dev/null; then die "a compiler ($cc) is on the smoke test's PATH"; fi
       done
       mkdir -p "$work/run-x86_64"
-      run() { (cd "$work/run-x86_64" && env -i HOME="$work/run-x86_64" PATH="$bin" timeout "$limit" "$@"); }
+      run() { (cd "$work/run-x86_64" && timeout "$limit" env -i HOME="$work/run-x86_64" PATH="$bin" "$@"); }
       step "x86_64: kldiv-onnx doctor"
       run kldiv-onnx doctor | grep -E 'kldiv-onnx|native|core module|CPU SIMD' | sed 's/^/  /'
       step "x86_64: kldiv-onnx demo"
@@ -83,7 +83,7 @@ for arch in $archs; do
         step "aarch64 (QEMU -cpu $cpu): kldiv-onnx doctor, wheel_check.py (expects neon)"
         (cd "$arm" && QEMU_CPU=$cpu timeout "$limit" chroot "$arm" /usr/bin/env -i HOME=/tmp QEMU_CPU="$cpu" \
           PATH=/opt/venv/bin:/usr/bin:/bin /opt/venv/bin/kldiv-onnx doctor 2> /dev/null) \
-          | grep -E 'kldiv-onnx|native|core module' | sed 's/^/  /' || true
+          | grep -E '^(kldiv-onnx |native|core module)' | sed 's/^/  /' || true
         if (cd "$arm" && QEMU_CPU=$cpu timeout "$limit" chroot "$arm" /usr/bin/env -i HOME=/tmp QEMU_CPU="$cpu" \
           PATH=/opt/venv/bin:/usr/bin:/bin /opt/venv/bin/python /tmp/wheel_check.py neon) \
           > "$work/check-aarch64-$cpu.log" 2>&1; then
