@@ -316,7 +316,7 @@ HWY_INLINE void LogLosses(DF d, const VF* x, const VF* t, VF* out) {
     out[k] = LossFromLog(d, x[k], t[k], LogOfReducedPortable(d, f, e));
   }
 }
-#else  // AVX2
+#else   // AVX2
 
 // Whether every lane of the N vectors of t is +-0 or a positive normal finite float: the lanes
 // that LogLossFast gets right. bits + 0x7F800000 maps the bits of [FLT_MIN, FLT_MAX]
