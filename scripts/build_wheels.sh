@@ -94,7 +94,7 @@ arm64_python_headers() {  # $1 = 3.11: prints the include dir of Debian's arm64 
     step "arm64 Python $v headers (Debian libpython$v-dev:arm64, unpacked into $dest)" >&2
     local scratch suite
     scratch=$(mktemp -d)
-    case $v in 3.11) suite=bookworm ;; 3.12 | 3.13) suite=trixie ;; *) die "no Debian arm64 headers known for Python $v" ;; esac
+    case $v in 3.11) suite=bookworm ;; 3.13) suite=trixie ;; *) die "no Debian release with Python $v for arm64 headers (3.11, 3.13)" ;; esac
     local mirror keyring=/usr/share/keyrings/debian-archive-keyring.gpg
     mirror=$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2> /dev/null | head -n 1)
     mirror=${mirror:-http://deb.debian.org/debian}
