@@ -45,10 +45,10 @@ run_logged() {
   fi
 }
 
-find_python() {  # python3.X on PATH, else pyenv's newest 3.X
+find_python() {  # python3.X on PATH (that runs: not a pyenv shim of another version), else pyenv's newest 3.X
   local v=$1 p
   p=$(command -v "python$v" || true)
-  if [ -z "$p" ]; then
+  if [ -z "$p" ] || ! "$p" -c '' 2> /dev/null; then
     p=$(ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$v".*/bin/python"$v" 2> /dev/null | sort -V | tail -n 1 || true)
   fi
   [ -n "$p" ] || die "no Python $v (set KLDIV_WHEEL_PYTHONS to the versions at hand)"
