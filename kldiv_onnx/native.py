@@ -37,8 +37,8 @@ ENV_VAR = "KLDIV_ONNX_LIBRARY"
 """Environment variable that overrides the library's location (a path to the .so)."""
 ISA_ENV_VAR = "KLDIV_ONNX_ISA"
 """Environment variable capping the SIMD code path the library picks at load: ``avx3``
-(AVX-512), ``avx2`` or ``scalar``; unset means the best the CPU supports (``doctor`` shows
-it)."""
+(AVX-512), ``avx2`` or ``scalar`` on x86-64, ``neon`` or ``scalar`` on aarch64; unset means the
+best the CPU supports (``doctor`` shows it)."""
 
 
 class LibraryDamagedError(FileNotFoundError):
@@ -115,9 +115,10 @@ def available() -> bool:
 
 
 def active_target() -> str:
-    """The SIMD path the kernels run in this process (``avx3``, ``avx2`` or ``scalar``, after
-    ``$KLDIV_ONNX_ISA``; ``error: ...`` for a value naming no path), read from the checked
-    library's ``KLDivOnnxActiveTarget``. Raises what :func:`library_path` raises."""
+    """The SIMD path the kernels run in this process (``avx3``, ``avx2``, ``neon`` or
+    ``scalar``, after ``$KLDIV_ONNX_ISA``; ``error: ...`` for a value naming no path), read
+    from the checked library's ``KLDivOnnxActiveTarget``. Raises what :func:`library_path`
+    raises."""
     target = _exported("KLDivOnnxActiveTarget", ctypes.c_char_p)
     if target is None:
         return "unknown (a build without KLDivOnnxActiveTarget)"
@@ -228,8 +229,9 @@ def _record_problem(path: Path) -> str | None:
 
 
 def simd_level(cpuinfo: str = "/proc/cpuinfo") -> str:
-    """The widest x86 vector extension the CPU reports (avx512f, avx2, sse4_2), from the
-    flags in ``/proc/cpuinfo``; the machine name elsewhere."""
+    """The widest vector extension the CPU reports, from the flags in ``/proc/cpuinfo``:
+    avx512f, avx2 or sse4_2 on x86-64, sve or asimd on aarch64; the machine name elsewhere
+    (also under QEMU 7.2's aarch64 emulation, which shows the host's x86 flags)."""
     try:
         with open(cpuinfo, encoding="utf-8", errors="replace") as f:
             flags = next(
@@ -242,7 +244,8 @@ def simd_level(cpuinfo: str = "/proc/cpuinfo") -> str:
             )
     except OSError:
         return f"unknown ({platform.machine()})"
-    for flag in ("avx512f", "avx2", "sse4_2", "asimd"):
+    arm = platform.machine().lower() in ("aarch64", "arm64")
+    for flag in ("sve", "asimd") if arm else ("avx512f", "avx2", "sse4_2"):
         if flag in flags:
             return flag
     return f"baseline ({platform.machine()})"

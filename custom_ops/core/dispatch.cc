@@ -3,39 +3,28 @@
 // change it. The core reads no environment.
 #include <atomic>
 
+#include "cpu_features.h"
 #include "kldiv_core.h"
 #include "kldiv_kernels.h"
 
 namespace kldiv {
 namespace {
 
-bool CpuHasAvx2() {
-#if defined(__x86_64__) && defined(__GNUC__)
-  __builtin_cpu_init();  // idempotent; needed if we run before libgcc's constructor
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-         __builtin_cpu_supports("bmi") && __builtin_cpu_supports("bmi2") &&
-         __builtin_cpu_supports("f16c");
-#else
-  return false;
-#endif
-}
-
-bool CpuHasAvx3() {
-#if defined(__x86_64__) && defined(__GNUC__)
-  return CpuHasAvx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw");
-#else
-  return false;
-#endif
-}
-
 // Every target this build knows, best first (whether or not this CPU supports it).
+#if defined(__aarch64__)
+constexpr const char* kKnownTargets[] = {"neon", "scalar"};
+#else
 constexpr const char* kKnownTargets[] = {"avx3", "avx2", "scalar"};
+#endif
 
+// The CPU is asked directly (cpu_features.cc), not through __builtin_cpu_supports, which a
+// zig-built library answered with "no AVX2" on an AVX-512 machine.
 std::vector<const detail::Kernels*> SupportedKernels() {
+  const detail::CpuFeatures& cpu = detail::Cpu();
   std::vector<const detail::Kernels*> result;
-  if (detail::Avx3Kernels() && CpuHasAvx3()) result.push_back(detail::Avx3Kernels());
-  if (detail::Avx2Kernels() && CpuHasAvx2()) result.push_back(detail::Avx2Kernels());
+  if (detail::Avx3Kernels() && cpu.avx3) result.push_back(detail::Avx3Kernels());
+  if (detail::Avx2Kernels() && cpu.avx2) result.push_back(detail::Avx2Kernels());
+  if (detail::NeonKernels() && cpu.neon) result.push_back(detail::NeonKernels());
   result.push_back(detail::ScalarKernels());
   return result;
 }

@@ -32,6 +32,7 @@ struct Kernels {
 // nullptr where the ISA was not compiled in (non-x86 builds).
 const Kernels* Avx3Kernels();
 const Kernels* Avx2Kernels();
+const Kernels* NeonKernels();  // nullptr where not compiled in (non-aarch64 builds)
 const Kernels* ScalarKernels();
 
 // The loops of the active target (dispatch.cc).

@@ -1,5 +1,6 @@
 // simd_log_avx2-inl.h: the loss t * (log t - x) of N float vectors on AVX2, with the core's own
-// log (a degree-8 polynomial: no division) and a fast path for groups of ordinary targets.
+// log (a degree-8 polynomial: no division) and a fast path for groups of ordinary targets; on
+// NEON (aarch64) the same log and careful path in Highway's portable ops.
 
 // Per-target include guard (see simd_common-inl.h).
 #if defined(KLDIV_CORE_SIMD_LOG_AVX2_INL_H_) == defined(HWY_TARGET_TOGGLE)
@@ -16,7 +17,7 @@ HWY_BEFORE_NAMESPACE();
 namespace kldiv {
 namespace HWY_NAMESPACE {
 
-#if HWY_TARGET == HWY_AVX2
+#if HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_NEON
 
 // The log: t = (1 + f) 2^e, log t = e ln2 + f + f^2 Q(f) with Q a degree-8 polynomial (e = +inf
 // gives +inf). No division: Highway's Log divides once per vector, and the divider bounded the
@@ -50,6 +51,30 @@ HWY_INLINE VF LossFromLog(DF d, VF x, VF t, VF lg) {
   lg = hn::IfThenElse(hn::Eq(t, hn::Inf(d)), hn::Inf(d), lg);
   return hn::IfThenZeroElse(hn::Eq(t, hn::Zero(d)), hn::Mul(t, hn::Sub(lg, x)));
 }
+
+#if HWY_TARGET == HWY_NEON
+// NEON (aarch64): AVX2's log and careful path below, in Highway's portable ops (the same
+// polynomial, Estrin's scheme and fma order, so the same results); no fast path for ordinary
+// lanes.
+HWY_INLINE VF LogOfReducedPortable(DF d, VF f, VF e) {
+  const VF f2 = hn::Mul(f, f);
+  const VF f4 = hn::Mul(f2, f2);
+  const auto c = [d](int i) { return hn::Set(d, kQ[i]); };
+  VF q03 = hn::MulAdd(hn::MulAdd(c(3), f, c(2)), f2, hn::MulAdd(c(1), f, c(0)));
+  const VF q47 = hn::MulAdd(hn::MulAdd(c(7), f, c(6)), f2, hn::MulAdd(c(5), f, c(4)));
+  q03 = hn::MulAdd(hn::MulAdd(c(8), f4, q47), f4, q03);
+  return hn::MulAdd(e, hn::Set(d, 0.693147182464599609375f), hn::MulAdd(f2, q03, f));
+}
+
+template <int N>
+HWY_INLINE void LogLosses(DF d, const VF* x, const VF* t, VF* out) {
+  for (int k = 0; k < N; ++k) {
+    VF f, e;
+    Reduce(d, t[k], &f, &e);
+    out[k] = LossFromLog(d, x[k], t[k], LogOfReducedPortable(d, f, e));
+  }
+}
+#else  // AVX2
 
 // Whether every lane of the N vectors of t is +-0 or a positive normal finite float: the lanes
 // that LogLossFast gets right. bits + 0x7F800000 maps the bits of [FLT_MIN, FLT_MAX]
@@ -112,7 +137,8 @@ HWY_INLINE void LogLosses(DF d, const VF* x, const VF* t, VF* out) {
   }
 }
 
-#endif  // HWY_TARGET == HWY_AVX2
+#endif  // HWY_TARGET == HWY_NEON
+#endif  // HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_NEON
 
 }  // namespace HWY_NAMESPACE
 }  // namespace kldiv

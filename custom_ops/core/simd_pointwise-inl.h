@@ -22,7 +22,7 @@ HWY_BEFORE_NAMESPACE();
 namespace kldiv {
 namespace HWY_NAMESPACE {
 
-#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX2
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_NEON
 
 template <DType kT, bool kLogTarget, int kSX, int kST>
 void PointwiseRun(const void* xv, const void* tv, int64_t n, void* outv) {
@@ -67,7 +67,7 @@ void Pointwise(const void* x, int64_t sx, const void* t, int64_t st, int64_t n, 
   return PointwiseRun<kT, kLogTarget, 0, 0>(x, t, n, out);
 }
 
-#endif  // HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX2
+#endif  // HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_NEON
 
 }  // namespace HWY_NAMESPACE
 }  // namespace kldiv

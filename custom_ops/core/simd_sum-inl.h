@@ -21,7 +21,7 @@ HWY_BEFORE_NAMESPACE();
 namespace kldiv {
 namespace HWY_NAMESPACE {
 
-#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX2
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_NEON
 
 // Software prefetch 2 KiB ahead of the sum loop's reads, on AVX-512 (where the loop is fast
 // enough to outrun the hardware prefetchers once the inputs no longer fit L2: 2**18 float32
@@ -123,7 +123,7 @@ double Sum(const void* x, int64_t sx, const void* t, int64_t st, int64_t n) {
   return SumRun<kT, kLogTarget, 0, 0>(x, t, n);
 }
 
-#endif  // HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX2
+#endif  // HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_NEON
 
 }  // namespace HWY_NAMESPACE
 }  // namespace kldiv

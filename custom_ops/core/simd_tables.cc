@@ -1,12 +1,12 @@
 // simd_tables.cc: each SIMD target's table of loops (kldiv_kernels.h), compiled once per ISA
 // with Highway's foreach_target (GCC target attributes, so one binary carries AVX-512 and AVX2
-// code; dispatch.cc picks one at load time with __builtin_cpu_supports; CPUs with neither use
-// scalar_kernels.cc and row_kl.cc's float64 path). The loops live in per-target -inl.h headers,
+// code; on aarch64, NEON; dispatch.cc picks one at load time from what the CPU reports
+// (cpu_features.cc); CPUs with none use scalar_kernels.cc and row_kl.cc's float64 path). The loops live in per-target -inl.h headers,
 // one concern each:
 //   simd_common-inl.h    vector types shared by every loop
 //   simd_io-inl.h        float32/float16/bfloat16 loads and stores
 //   simd_log_avx3-inl.h  the loss t (log t - x) on AVX-512 (the core's own log)
-//   simd_log_avx2-inl.h  the same on AVX2
+//   simd_log_avx2-inl.h  the same on AVX2 (and NEON, in portable ops)
 //   simd_loss-inl.h      the per-element loss in both modes (log_target: Highway's Exp)
 //   simd_pointwise-inl.h the loop without reduction
 //   simd_sum-inl.h       the loop of the reductions (double accumulation)
@@ -44,12 +44,19 @@ HWY_BEFORE_NAMESPACE();
 namespace kldiv {
 namespace HWY_NAMESPACE {
 
-#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX2
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_NEON
 
 #if HWY_TARGET == HWY_AVX3
 constexpr const char* kTargetName = "avx3";
-#else
+constexpr detail::RowKLFn kRowKL = RowsAnyKind;
+#elif HWY_TARGET == HWY_AVX2
 constexpr const char* kTargetName = "avx2";
+constexpr detail::RowKLFn kRowKL = RowsAnyKind;
+#else
+// NEON keeps row_kl.cc's float64 path for the per-row KL: the short-row tile transpose
+// (row_kl_short-inl.h) is written for 8 or 16 lanes.
+constexpr const char* kTargetName = "neon";
+constexpr detail::RowKLFn kRowKL = nullptr;
 #endif
 
 const detail::Kernels* Table() {
@@ -61,12 +68,12 @@ const detail::Kernels* Table() {
       {{Sum<DType::kFloat32, false>, Sum<DType::kFloat32, true>},
        {Sum<DType::kFloat16, false>, Sum<DType::kFloat16, true>},
        {Sum<DType::kBFloat16, false>, Sum<DType::kBFloat16, true>}},
-      RowsAnyKind,
+      kRowKL,
   };
   return &table;
 }
 
-#endif  // HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX2
+#endif  // HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_NEON
 
 }  // namespace HWY_NAMESPACE
 }  // namespace kldiv
@@ -85,6 +92,11 @@ const Kernels* Avx3Kernels() { return nullptr; }
 const Kernels* Avx2Kernels() { return N_AVX2::Table(); }
 #else
 const Kernels* Avx2Kernels() { return nullptr; }
+#endif
+#if (HWY_TARGETS & HWY_NEON) && defined(__aarch64__)
+const Kernels* NeonKernels() { return N_NEON::Table(); }
+#else
+const Kernels* NeonKernels() { return nullptr; }
 #endif
 
 }  // namespace detail

@@ -33,8 +33,8 @@ extern "C" {
 __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL
 RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base);
 
-// The SIMD path the kernels run: "avx3", "avx2" or "scalar" (after KLDIV_ONNX_ISA), or, when
-// KLDIV_ONNX_ISA names no target, "error: " and the message registration fails with. The
+// The SIMD path the kernels run: "avx3", "avx2", "neon" or "scalar" (after KLDIV_ONNX_ISA), or,
+// when KLDIV_ONNX_ISA names no target, "error: " and the message registration fails with. The
 // string is static; call from any thread.
 __attribute__((visibility("default"))) const char* KLDivOnnxActiveTarget(void);
 
