@@ -6,21 +6,31 @@ Register it with onnxruntime through
 runs as one native kernel instead of its function body. ``library_path()`` checks the file
 once per process (a damaged copy raises :class:`LibraryDamagedError` instead of crashing the
 process) and then answers from memory.
+
+The check has a cheap part, run in every process (the ELF headers and loadable segments lie
+inside the file: a truncated copy fails it), and an expensive one (the SHA-256 against pip's
+RECORD, or loading the file in a throw-away process) run once per file identity: a pass is
+remembered in ``$XDG_CACHE_HOME/kldiv-onnx`` (else ``~/.cache/kldiv-onnx``) under the file's
+device, inode, size, mtime and ctime, so any write to the file, a rename over it or a copy in
+its place is checked again. A cache folder that cannot be written just means no memory.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import ctypes
 import functools
 import hashlib
 import importlib.metadata
+import json
 import os
 import platform
 import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 from types import ModuleType
@@ -158,13 +168,86 @@ def core() -> ModuleType | None:
 
 def _check(path: Path) -> str:
     """'' when the file looks loadable, else what is wrong: its ELF layout must fit in the
-    file, and its SHA-256 must match pip's RECORD when it is the installed package's library;
-    any other file (``$KLDIV_ONNX_LIBRARY``, a build in the source tree) must load in a
-    throw-away process."""
+    file (every time), then, unless this very file (:func:`_identity`) passed before, its
+    SHA-256 must match pip's RECORD when it is the installed package's library, and any other
+    file (``$KLDIV_ONNX_LIBRARY``, a build in the source tree) must load in a throw-away
+    process. A pass is remembered (:func:`_remember`); a failure never is."""
     try:
-        problem = _elf_problem(path) or _record_problem(path)
+        identity = _identity(path)
+        problem = _elf_problem(path)
+        if problem:
+            return problem
+        cache = _cache_file(path)
+        if cache is not None and _remembered(cache) == identity:
+            return ""
+        problem = _full_check(path)
     except OSError as exc:
         return f"unreadable: {exc}"
+    if not problem and cache is not None and _identity(path) == identity:
+        _remember(cache, identity)  # not when the file changed while it was checked
+    return problem
+
+
+CACHE_SCHEMA = "kldiv-onnx-native-check/1"
+"""Tag of the remembered verdicts; a new way of checking gets a new tag (old entries then
+count for nothing)."""
+
+
+def _identity(path: Path) -> list[int]:
+    """What tells this file from any other, or from itself after a write: device, inode, size,
+    mtime and ctime in ns (a write or a rename over the file changes ctime, which no user
+    call can set back)."""
+    st = path.stat()
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def _cache_file(path: Path) -> Path | None:
+    """Where the verdict for ``path`` is remembered (one small file per library path, so that
+    two processes checking two libraries never overwrite each other); None without a home."""
+    base = os.environ.get("XDG_CACHE_HOME") or ""
+    if not os.path.isabs(base):  # the XDG rule: a relative value is ignored
+        try:
+            base = str(Path.home() / ".cache")
+        except RuntimeError:  # no home directory to be found
+            return None
+    key = hashlib.sha256(str(path).encode("utf-8", "surrogateescape")).hexdigest()[:32]
+    return Path(base) / "kldiv-onnx" / f"native-check-{key}.json"
+
+
+def _remembered(cache: Path) -> list[int] | None:
+    """The identity remembered as passing in ``cache``; None for none, or for an unreadable,
+    foreign or older-schema file."""
+    try:
+        entry = json.loads(cache.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(entry, dict) or entry.get("schema") != CACHE_SCHEMA:
+        return None
+    identity = entry.get("identity")
+    return identity if isinstance(identity, list) else None
+
+
+def _remember(cache: Path, identity: list[int]) -> None:
+    """Write ``identity`` as passing into ``cache`` atomically (a temporary file renamed over
+    it: a reader sees the old entry or the new one, never half of one); a failure to write is
+    ignored. Not ``model_io.atomic_write``: that one imports onnx and turns the failure into a
+    user's error."""
+    with contextlib.suppress(OSError):
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix=".native-check-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump({"schema": CACHE_SCHEMA, "identity": identity}, f)
+            os.replace(tmp, cache)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+
+def _full_check(path: Path) -> str:
+    """The expensive part of :func:`_check`: the RECORD hash, or else a throw-away process
+    loading the file."""
+    problem = _record_problem(path)
     if problem is not None:
         return problem  # a RECORD match ('') needs no probe
     try:

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.metadata
 import json
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -102,9 +104,22 @@ print(json.dumps(times))
 """A first call and a new variant's first call, timed inside a fresh process: ``kl_div`` (after
 ``from kldiv_onnx import kl_div``) or a bare session on the same one-node model the API builds,
 with the native library registered. Prints [library check, first call, new variant] seconds:
-the first call's check of the native library (:func:`kldiv_onnx.native.available`; in a source
-tree a throw-away process loads the library, in an installed wheel its hash is compared with
-pip's RECORD) is timed apart, and the first call's figure is the two together."""
+the first call's check of the native library (:func:`kldiv_onnx.native.available`: the ELF
+check, then the pass an earlier process remembered for this very file; the warm-up round has
+made sure there is one) is timed apart, and the first call's figure is the two together."""
+
+
+CHECK_ONCE = """
+import sys, time
+from pathlib import Path
+from kldiv_onnx import native
+start = time.perf_counter_ns()
+problem = native._check(Path(sys.argv[1]))
+seconds = (time.perf_counter_ns() - start) * 1e-9
+assert not problem, problem
+print(seconds)
+"""
+"""The native library's whole check, timed in a fresh process (prints seconds)."""
 
 
 def _process(argv: Sequence[str]) -> Callable[[], None]:
@@ -159,6 +174,24 @@ def _first_calls(python: str, models: Path, library: str, rounds: int) -> dict[s
         "library_check": {"a": Stats.of([r[0] for r in api]).__dict__},
         "new_variant": _figures([r[2] for r in api], [r[2] for r in bare]),
     }
+
+
+def _check_once(python: str, library: str, rounds: int) -> dict[str, Any]:
+    """The library check a process pays when no earlier process passed this very file (after
+    a build or an install): :func:`kldiv_onnx.native._check` timed inside fresh processes,
+    each with an empty cache folder. The first calls above find the pass remembered."""
+    times = []
+    for _ in range(rounds):
+        with tempfile.TemporaryDirectory() as cache:
+            out = subprocess.run(
+                [python, "-c", CHECK_ONCE, library],
+                env={**os.environ, "XDG_CACHE_HOME": cache},
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        times.append(float(out.strip().splitlines()[-1]))
+    return {"a": Stats.of(times).__dict__}
 
 
 def _validate_imports() -> list[str]:
@@ -250,6 +283,7 @@ def main() -> int:
                 (work / f"{reduction}.onnx").write_bytes(data)
             # a few milliseconds each, the machine's noise is larger: three times the rounds
             results.update(_first_calls(python, work, library, 3 * r))
+            results["library_check_once"] = _check_once(python, library, r)
         imports = _validate_imports()
         results["validate"] = _pair(
             "validate",
@@ -271,9 +305,11 @@ def main() -> int:
             "cpu": _cpu_name(),
             "cores": os.cpu_count(),
             "load_avg": list(os.getloadavg()),
+            "simd": native.simd_level(),
             "python": platform.python_version(),
+            "versions": _versions(),
         },
-        "command": "python scripts/bench_startup.py",
+        "command": shlex.join(["python", "scripts/bench_startup.py", *sys.argv[1:]]),
         "native_library": bool(library),
         "validate_imports": imports,
         "results": results,
@@ -295,6 +331,19 @@ def main() -> int:
         )
     print(f"wrote {args.json}")
     return 0
+
+
+def _versions() -> dict[str, str]:
+    """The installed versions of what start-up imports or validate runs (those installed)."""
+    names = ("onnxruntime", "onnx", "numpy", "ml_dtypes", "onnxscript")
+    names += ("torch", "mindspore", "openvino", "tract")
+    found = {}
+    for name in names:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return found
 
 
 def _cpu_name() -> str:

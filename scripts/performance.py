@@ -1,5 +1,5 @@
 """docs/performance.md from a ``kldiv-onnx bench --json`` result: the tables, the targets, the
-plot, and the runs on more cores beside it.
+plot, the runs on more cores beside it, start-up and ``compare`` at scale.
 
 The package writes no markdown: this script reads what the benchmark measured (the JSON keeps
 every point, the machine and the command) and writes the page; every figure on it comes from
@@ -9,9 +9,13 @@ local,ray`` for the ``compare`` section):
     python scripts/performance.py
 
 Usage: python scripts/performance.py [--json docs/bench.json] [--more-cores docs/bench-16core]
-[--out docs/performance.md] [--plot docs/bench.png | --no-plot]
-(the defaults are those paths; ``--more-cores`` may name a folder that does not exist: no
-section then; ``--no-plot``: link the plot that is there, write none)
+[--startup docs/startup.json] [--scale docs/compare-scale.json] [--out docs/performance.md]
+[--plot docs/bench.png | --no-plot]
+(the defaults are those paths; ``--more-cores``, ``--startup`` and ``--scale`` may name what
+does not exist: no section then; ``--no-plot``: link the plot that is there, write none)
+
+The start-up section reads ``scripts/bench_startup.py``'s JSON, the ``compare`` at scale
+section ``scripts/bench_scale.py``'s; rerun this script after either.
 """
 
 from __future__ import annotations
@@ -481,22 +485,383 @@ def _more_cores(folder: Path) -> list[str]:
     return [*out, text, ""]
 
 
+# --- start-up (docs/startup.json, scripts/bench_startup.py) -------------------------------------
+
+STARTUP_COMMAND = "python scripts/bench_startup.py"
+STARTUP_MEASURES = {
+    "import": ("`import kldiv_onnx`", "`import onnxruntime, numpy, onnx`"),
+    "import_api": ("`from kldiv_onnx import kl_div`", "the same"),
+    "version": ("`kldiv-onnx --version`", '`python -c "import numpy"`'),
+    "help": ("`kldiv-onnx --help`", "the same"),
+    "check": ("`kldiv-onnx check MODEL`", "a script: `onnx.load`, a session, one run"),
+    "run": ("`kldiv-onnx run MODEL x.npy target=t.npy`", "the same script"),
+    "first_call": ("first `kl_div` call", "a bare session on the same model, created and run"),
+    "first_call_after_library_check": ("the same, the native library's check left out", "the same"),
+    "new_variant": ("a new variant's first `kl_div` call", "a new bare session"),
+    "validate": ("`kldiv-onnx validate --input-shape 4,10`", "importing the runtimes it runs"),
+}
+"""What ``scripts/bench_startup.py`` times under each name: A and its yardstick B."""
+
+
+def _ms(seconds: float) -> str:
+    ms = seconds * 1e3
+    return f"{ms:.1f} ms" if ms < 10 else f"{ms:,.0f} ms"
+
+
+def _startup_machine(report: dict[str, Any]) -> str:
+    m = report.get("machine") or {}
+    if not m:
+        return "a machine the JSON does not record"
+    cpu = f"{m.get('cores', '?')}-core {m.get('cpu', 'unknown CPU')}"
+    if m.get("simd"):
+        cpu += f" ({m['simd']})"
+    versions = ", ".join(f"{k} {v}" for k, v in (m.get("versions") or {}).items())
+    parts = [cpu, f"Python {m.get('python', '?')}", *([versions] if versions else [])]
+    return (
+        ", ".join(parts)
+        + f", {report.get('date', 'date not recorded')[:10]}; load average "
+        + f"{_fmt_load(m.get('load_avg'))} at the start"
+    )
+
+
+def _startup(path: Path, name: str) -> list[str]:
+    """The start-up section from ``scripts/bench_startup.py``'s JSON (None: no file)."""
+    report = json.loads(path.read_text(encoding="utf-8"))
+    results, verdicts = report["results"], report.get("verdicts", {})
+    out = [
+        "## Start-up",
+        "",
+        "What a user waits for before any work: importing the package, starting the command, "
+        "the first call. Each figure A is measured side by side with a yardstick B that does "
+        "the same work with numpy, onnx and onnxruntime alone, in alternating rounds (whole "
+        "processes timed from outside, start to exit; the first calls timed inside fresh "
+        "processes, the native library registered on both sides); the ratio is the median of "
+        "the rounds' ratios A / B, and its span is the smallest and the largest.",
+        "",
+        f"Measured with `{command_as_run(report.get('command', STARTUP_COMMAND))}` "
+        f"(`{name}`) on {_startup_machine(report)}. On a shared machine the absolute times "
+        "move by a factor of two from run to run; the ratios side by side are what to compare.",
+        "",
+        "| A | B | A, median | B, median | A / B (span) | target | |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    for key, (a, b) in STARTUP_MEASURES.items():
+        if key not in results:
+            continue
+        r, v = results[key], verdicts.get(key, {})
+        target = f"<= {v['target']:g}" if "target" in v else "-"
+        met = "" if "met" not in v else ("met" if v["met"] else "**missed**")
+        out.append(
+            f"| {a} | {b} | {_ms(r['a']['median_s'])} | {_ms(r['b']['median_s'])} | "
+            f"**{r['ratio_median']:.2f}x** ({r['ratio_min']:.2f}–{r['ratio_max']:.2f}) | "
+            f"{target} | {met} |"
+        )
+    out += [
+        "",
+        "MODEL is `models/kldiv_batchmean_float32.onnx`, the inputs (4, 10) float32; the first "
+        "calls are `kl_div` on (2, 2) float32, `batchmean` then `sum`. validate's yardstick "
+        f"imports {', '.join(report.get('validate_imports', []))} (those installed there).",
+    ]
+    check, once = results.get("library_check"), results.get("library_check_once")
+    if check:
+        out += [
+            "",
+            "The first call checks the native library before anything loads it (a damaged "
+            "file would otherwise kill the process): a cheap look at its ELF headers in every "
+            "process, then a full check (in a source tree the library loaded in a throw-away "
+            "process; in an installed wheel its SHA-256 against pip's RECORD) once per file: "
+            "a pass is remembered in the user's cache folder (`$XDG_CACHE_HOME/kldiv-onnx`, "
+            "else `~/.cache/kldiv-onnx`) under the file's device, inode, size, mtime and "
+            "ctime, so a rebuilt, reinstalled, rewritten or replaced library is checked again. "
+            f"In the first calls above the check took {_ms(check['a']['median_s'])} (median)"
+            + (
+                f"; the first process after a build or an install, which finds no pass "
+                f"remembered, pays {_ms(once['a']['median_s'])} (median of "
+                f"{once['a']['repeats']}, `library_check_once`)."
+                if once
+                else "."
+            ),
+        ]
+    out += ["", "### Where start-up goes", ""]
+    out.append(
+        "`python -X importtime`, each package's own share (the self times of its modules, "
+        "nested imports of other packages left out), median of three runs:"
+    )
+    out.append("")
+    for command, profile in report.get("importtime", {}).items():
+        packages = ", ".join(
+            f"{'protobuf (`google`)' if p['package'] == 'google' else p['package']} {p['own_ms']:g}"
+            for p in profile["packages"]
+        )
+        out.append(f"- `{command}`: {profile['total_ms']:g} ms of imports: {packages} ms.")
+    return [*out, "", *STARTUP_DESIGN]
+
+
+STARTUP_DESIGN = [
+    "How start-up is kept short:",
+    "",
+    "- **`import kldiv_onnx` imports its names on first use** (PEP 562 `__getattr__`): the "
+    "import itself loads only the version. `kldiv_onnx.kl_div` loads numpy, onnx and "
+    "onnxruntime; `fuse` and `prepare` (graph rewriting with onnxscript) load onnxscript; no "
+    "public name loads PyTorch, MindSpore, Ray, OpenVINO, tract or matplotlib "
+    "(`tests/test_startup.py` keeps it so).",
+    "- **onnxscript (with onnx_ir and sympy) loads where a function body is first built**: the "
+    "composite module is imported by `add_function` when it runs, not with `export`.",
+    "- **The fused backend's session model is the node alone**: its kernel runs it, so a first "
+    "`kl_div` call builds no function body and runs no onnx checker (whose first call starts "
+    "onnx's schema registry); onnxruntime checks the model as it loads it.",
+    "- **The command builds only the parsers of the subcommand given**: `--version` and "
+    "`--help` import no subcommand group, and a subcommand imports its group only.",
+    "- **ml_dtypes below 0.7** (`pyproject.toml`): onnx imports ml_dtypes, so every start-up "
+    "pays for it, and 0.7.0's import registers its ufunc loops with numpy through a linear "
+    "search, most of a second of CPU here (compare "
+    '`python -X importtime -c "import numpy, ml_dtypes"` under each version).',
+]
+"""What the start-up figures rest on (no figure here: those come from the JSON)."""
+
+
+# --- compare at scale (docs/compare-scale.json, scripts/bench_scale.py) -------------------------
+
+SCALE_SOURCES = {"data.npz": ".npz", "data.parquet": "Parquet file"}
+SCALE_MEMORY_TARGET = 1.25
+"""The most a run's peak memory may grow from the smallest row count to the largest."""
+SCALE_UNRECORDED = {
+    "command": (
+        "python scripts/scale_data.py /tmp/scale/s1e5 --rows 100000 --formats npz parquet "
+        "shards  # and 1e6 (1000000), 4e6 (4000000) rows\n"
+        "nice python scripts/bench_scale.py /tmp/scale/s1e5 /tmp/scale/1e6 /tmp/scale/4e6 "
+        "--planning-shards 2000 --bare /tmp/scale/1e6 --json docs/compare-scale.json"
+    ),
+    "machine": (
+        "the project's 2-core shared KVM guest (`lscpu`: AMD EPYC, AVX-512) on 2026-12-03, "
+        "with a load average of 15 to 28 from other builds and tests"
+    ),
+}
+"""The command and the machine of the run behind the JSON when the JSON does not record them
+(``scripts/bench_scale.py`` wrote neither as of that run)."""
+
+
+def _scale_source(source: str) -> str:
+    found = re.fullmatch(r"shards-(\d+)", source)
+    return f"{found[1]} shards" if found else SCALE_SOURCES.get(source, source)
+
+
+def _scale_machine(report: dict[str, Any]) -> str:
+    m = report.get("machine")
+    if not m:
+        return SCALE_UNRECORDED["machine"] + " (not recorded in the JSON)"
+    if isinstance(m, str):
+        return m
+    described = f"{m.get('cores', '?')}-core {m.get('cpu', 'unknown CPU')}"
+    if report.get("date"):
+        described += f" on {report['date'][:10]}"
+    if m.get("load_avg"):
+        described += f", load average {_fmt_load(m['load_avg'])} at the start"
+    return described
+
+
+def _scale(path: Path, name: str) -> list[str]:
+    """The ``compare`` at scale section from ``scripts/bench_scale.py``'s JSON."""
+    report = json.loads(path.read_text(encoding="utf-8"))
+    runs = report.get("runs", [])
+    command = report.get("command") or SCALE_UNRECORDED["command"]
+    out = [
+        "## `compare` at scale",
+        "",
+        "What a `compare` run costs as the data grows: each run is its own `kldiv-onnx compare` "
+        "command, its whole process tree (Ray's processes included) sampled from `/proc` every "
+        "0.1 s. An MLP 64-256-10 and a perturbed copy of it, float32 rows, compare's default "
+        "options (batch 256); the data is one uncompressed `.npz`, one Parquet file with "
+        "pyarrow's default row groups, and a folder of Parquet shards. Measured on "
+        f"{_scale_machine(report)}, written to `{name}` by"
+        + ("" if report.get("command") else " (the command is not recorded in the JSON)")
+        + ":",
+        "",
+        "```bash",
+        *command.splitlines(),
+        "```",
+        "",
+        '"wall" is the whole command (Python start-up and imports included); "start-up" is the '
+        "report's `startup_s` (local: the sessions built; Ray: `ray.init` until the first actor "
+        'has built its sessions); "CPU" is the user + system time of every process of the tree; '
+        '"peak" is the largest sum of the tree\'s resident sets.',
+        "",
+        "| rows | data | engine | wall s | compare's wall s | start-up s | rows/s (wall) "
+        "| rows/s after start-up | CPU s | peak MB |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in runs:
+        out.append(
+            f"| {r['rows']:,} | {_scale_source(r['source'])} | {r['engine']} | {r['wall_s']:.1f} "
+            f"| {r['compare_wall_s']:.1f} | {r['startup_s']:.1f} | {r['rows_per_s']:,.0f} "
+            f"| {r['rows_per_s_after_startup']:,.0f} | {r['cpu_s']:.1f} | {r['peak_mb']:.0f} |"
+        )
+    by_rows: dict[int, set[float]] = {}
+    for r in runs:
+        by_rows.setdefault(r["rows"], set()).add(r["kl_mean"])
+    same = all(len(means) == 1 for means in by_rows.values())
+    out += [
+        "",
+        "Every run of a row count gives the same KL mean, to the bit, across engines and formats."
+        if same
+        else "The KL means of a row count **differ** across engines or formats: "
+        + "; ".join(
+            f"{rows:,} rows: {', '.join(repr(m) for m in sorted(means))}"
+            for rows, means in by_rows.items()
+            if len(means) > 1
+        ),
+        "",
+    ]
+    return [*out, *_scale_memory(runs), *_scale_speed(report, runs), *SCALE_DESIGN]
+
+
+def _scale_memory(runs: list[dict[str, Any]]) -> list[str]:
+    """Peak memory at the largest row count against the smallest, per data and engine."""
+    if len({r["rows"] for r in runs}) < 2:
+        return []
+    small, large = min(r["rows"] for r in runs), max(r["rows"] for r in runs)
+    peaks = {(r["source"], r["engine"], r["rows"]): r["peak_mb"] for r in runs}
+    out = [
+        f"Peak memory at {large:,} rows against {small:,} (target: at most "
+        f"{SCALE_MEMORY_TARGET}x):",
+        "",
+        f"| data | engine | {small:,} rows | {large:,} rows | ratio | |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for source, engine, rows in peaks:
+        if rows != small or (source, engine, large) not in peaks:
+            continue
+        a, b = peaks[source, engine, small], peaks[source, engine, large]
+        met = "met" if b / a <= SCALE_MEMORY_TARGET else "**missed**"
+        out.append(
+            f"| {_scale_source(source)} | {engine} | {a:.0f} MB | {b:.0f} MB | {b / a:.2f}x "
+            f"| {met} |"
+        )
+    return [*out, ""]
+
+
+def _scale_speed(report: dict[str, Any], runs: list[dict[str, Any]]) -> list[str]:
+    """Planning, the local engine against a bare loop, Ray against local."""
+    out = []
+    planning = report.get("planning")
+    if planning:
+        per = planning["s"] / planning["shards"] * 1000
+        out += [
+            f"Planning {planning['shards']:,} Parquet shards (every footer read once, batches "
+            f"cut by binary search over the shards' first rows): {planning['s']:.2f} s, "
+            f"{per:.2f} s per 1,000 shards (target: at most 1 s).",
+            "",
+        ]
+    bare = report.get("bare")
+    if bare:
+        out += [
+            "The local engine against a bare loop (the same batches through the same reader, "
+            "two onnxruntime sessions with the same options, a numpy float64 KL), timed in one "
+            "process, best of two each (target: at least 0.8x):",
+            "",
+            "| data | bare loop s | `compare` (local) s | compare's speed / bare loop's |",
+            "|---|---:|---:|---:|",
+            *[
+                f"| {_scale_source(b['source'])} | {b['bare_s']:.1f} | {b['local_s']:.1f} "
+                f"| {b['ratio']:.2f}x |"
+                for b in bare
+            ],
+            "",
+        ]
+    pairs = {}
+    for r in runs:
+        pairs.setdefault((r["rows"], r["source"]), {})[r["engine"]] = r
+    speed: dict[int, list[float]] = {}
+    after: dict[int, list[float]] = {}
+    cpu: dict[int, list[float]] = {}
+    for (rows, _), engines in pairs.items():
+        if {"local", "ray"} <= set(engines):
+            local, ray = engines["local"], engines["ray"]
+            speed.setdefault(rows, []).append(ray["rows_per_s"] / local["rows_per_s"])
+            after.setdefault(rows, []).append(
+                ray["rows_per_s_after_startup"] / local["rows_per_s_after_startup"]
+            )
+            cpu.setdefault(rows, []).append(ray["cpu_s"] / local["cpu_s"])
+    if speed:
+        out += [
+            "Ray against local, over the data kinds of each row count (targets at 10^6 rows: "
+            "rows/s at least 0.5x, CPU at most 1.5x):",
+            "",
+            "| rows | rows/s, whole command | rows/s after start-up | CPU time |",
+            "|---:|---:|---:|---:|",
+            *[
+                f"| {rows:,} | {_span(speed[rows])}x | {_span(after[rows])}x "
+                f"| {_span(cpu[rows])}x |"
+                for rows in sorted(speed)
+            ],
+            "",
+        ]
+    return out
+
+
+SCALE_DESIGN = [
+    "What a run holds in memory, and why:",
+    "",
+    "- **One batch per reader.** Batches are read, run and reduced one at a time. An `.npz` "
+    "member stored uncompressed is read in place (`pread` of the batch's rows), a compressed "
+    "one through `zipfile`, decompressed up to the slice. Parquet is read with pyarrow's "
+    "`ParquetFile.iter_batches` in record batches of up to 1 MiB or 4,096 rows (or a batch, if "
+    "larger), never a whole row group.",
+    "- **One open shard.** Planning reads every shard's header once (Parquet metadata, `.npy` "
+    "headers) into a small picklable layout and closes it; a shard is opened when first read "
+    "and closed when reading moves on, so a folder of any number of shards needs one open data "
+    "file at a time (`tests/test_compare_scale.py` runs 1,000 shards under a 256-file limit). "
+    "Ray workers get the driver's layout and do not read the headers again.",
+    "- **One float per sample.** Every sample's KL is kept (float64, 8 bytes a sample) because "
+    "the median and the p90 to p99.9 quantiles are exact, computed at the end over all values: "
+    "this, and the statistics' temporary copies of it, is what still grows with the row count "
+    "on the local engine.",
+    "- **Ray** adds its own processes (the GCS, the raylet, the log monitor, the dashboard "
+    "agent, the idle worker pool and one actor per CPU, each with its own sessions), whatever "
+    "the row count. Each task is a run of consecutive batches; the actor reads only the row "
+    "groups under those rows, and results come back in blocks of up to 256 batches.",
+    "- **Progress** off a terminal (a CI log, a file) is a plain line on stderr every 5 s "
+    "(`KLDIV_ONNX_PROGRESS_SECONDS`), rows, rows/s and ETA counted from the moment the sessions "
+    "are built; a Ray run prints none of Ray's own log lines unless `--verbose`.",
+]
+"""How ``compare`` bounds its memory and files (no figure here: those come from the JSON)."""
+
+
 def render(
     result: dict[str, Any],
     json_name: str,
     plot_name: str | None,
     more_cores: Path | None = None,
+    startup: Path | None = None,
+    scale: Path | None = None,
 ) -> str:
     """The page of ``result`` (read from ``json_name``): the run's machine and command, every
     table, the targets, the reading of the figures, the plot (``plot_name``, relative to the
-    page; None: none) and the run on more cores (a folder; no section where it has no
-    ``scaling.json``)."""
+    page; None: none), the run on more cores (a folder; no section where it has no
+    ``scaling.json``), then start-up and ``compare`` at scale from their JSON files (no section
+    where the file is not there)."""
     m = result["machine"]
+    sources = [f"`{json_name}`"]
+    sections = []
+    for path, title, anchor in (
+        (startup, "Start-up", "start-up"),
+        (scale, "`compare` at scale", "compare-at-scale"),
+    ):
+        if path is not None and path.is_file():
+            sources.append(f"`{_shown(path)}`")
+            sections.append(f"[{title}](#{anchor})")
+    named = ", ".join(sources[:-1]) + " and " + sources[-1] if sections else sources[0]
     out = [
         "# Performance",
         "",
-        f"Generated by `{REGENERATE}` from `{json_name}`; do "
-        "not edit by hand: measure again and rerun it.",
+        f"Generated by `{REGENERATE}` from {named}; do "
+        "not edit by hand: measure again and rerun it."
+        + (
+            f" The kernel and call figures come first; {' and '.join(sections)} follow, "
+            "each from its own run, command and machine."
+            if sections
+            else ""
+        ),
         "",
         f"Measured with `{command_as_run(result.get('command', 'kldiv-onnx bench'))}` "
         f"({result['duration_s']:.0f} s) on {_machine(m)}. Median of repeated calls after "
@@ -562,7 +927,16 @@ def render(
     out += _kernel_reading(result.get("kernel_log"))
     if more_cores is not None:
         out += _more_cores(more_cores)
+    for path, section in ((startup, _startup), (scale, _scale)):
+        if path is not None and path.is_file():
+            out += [*([""] if out[-1] else []), *section(path, _shown(path)), ""]
     return "\n".join(out).rstrip("\n") + "\n"
+
+
+def _shown(path: Path) -> str:
+    """``path`` as the page names it: relative to the repository when inside it."""
+    resolved = path.resolve()
+    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else str(path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -574,6 +948,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(ROOT / "docs" / "performance.md"))
     p.add_argument("--plot", default=str(ROOT / "docs" / "bench.png"))
     p.add_argument("--no-plot", action="store_true", help="link the plot that is there")
+    p.add_argument("--startup", default=str(ROOT / "docs" / "startup.json"))
+    p.add_argument("--scale", default=str(ROOT / "docs" / "compare-scale.json"))
     args = p.parse_args(argv)
     try:
         out = check_output_path(args.out, "--out")  # before drawing: a bad path costs nothing
@@ -583,10 +959,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--out and --plot name the same file {args.out!r}")
         result = json.loads(Path(args.json).read_text(encoding="utf-8"))
         plot_name = os.path.relpath(Path(args.plot).resolve(), out.resolve().parent)
-        json_path = Path(args.json).resolve()
-        json_name = (
-            str(json_path.relative_to(ROOT)) if json_path.is_relative_to(ROOT) else args.json
-        )
+        json_name = _shown(Path(args.json))
         if not args.no_plot:
             from kldiv_onnx.bench.plot import plot  # matplotlib: imported where used
 
@@ -594,7 +967,14 @@ def main(argv: list[str] | None = None) -> int:
                 plot(result, tmp, format="png")
         elif not Path(args.plot).is_file():
             plot_name = None
-        text = render(result, json_name, plot_name, Path(args.more_cores))
+        text = render(
+            result,
+            json_name,
+            plot_name,
+            Path(args.more_cores),
+            Path(args.startup),
+            Path(args.scale),
+        )
         write_bytes(out, text.encode("utf-8"), "--out")
     except (OSError, ValueError, KeyError, ImportError) as exc:
         line = (str(exc).splitlines() or [type(exc).__name__])[0]

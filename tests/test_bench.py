@@ -521,9 +521,66 @@ def test_performance_page_is_generated_from_the_json():
     """docs/performance.md is what the script makes of docs/bench.json and docs/bench-16core:
     regenerated, not edited by hand."""
     result = json.loads((DOCS / "bench.json").read_text())
-    page = performance.render(result, "docs/bench.json", "bench.png", DOCS / "bench-16core")
+    page = performance.render(
+        result,
+        "docs/bench.json",
+        "bench.png",
+        DOCS / "bench-16core",
+        DOCS / "startup.json",
+        DOCS / "compare-scale.json",
+    )
     assert page == (DOCS / "performance.md").read_text()
     assert "## On 16 cores" in page and "| 2**28 | 16 |" in page
+    assert "## Start-up" in page and "## `compare` at scale" in page
+    assert "`docs/startup.json`" in page and "`docs/compare-scale.json`" in page
+
+
+def _sections(tmp_path, startup: dict | None, scale: dict | None) -> str:
+    """The page with these start-up and scale JSON (None: no file), the bench's own left
+    as in the docs."""
+    paths = []
+    for name, content in (("startup.json", startup), ("scale.json", scale)):
+        path = tmp_path / name
+        if content is not None:
+            path.write_text(json.dumps(content))
+        paths.append(path)
+    result = json.loads((DOCS / "bench.json").read_text())
+    return performance.render(result, "docs/bench.json", None, None, *paths)
+
+
+def test_performance_page_sections_read_whatever_json_is_there(tmp_path):
+    """The start-up and scale sections are made from their JSON, with its command and machine
+    when recorded; no file, no section."""
+    startup = json.loads((DOCS / "startup.json").read_text())
+    scale = json.loads((DOCS / "compare-scale.json").read_text())
+    assert "## Start-up" not in _sections(tmp_path, None, None)
+    startup["results"]["first_call"]["ratio_median"] = 12.345
+    startup["verdicts"]["first_call"] = {"ratio": 12.345, "target": 2.0, "met": False}
+    startup["command"] = "python scripts/bench_startup.py --rounds 3"
+    startup["machine"]["cpu"] = "Some CPU 9000"
+    scale["machine"] = {"cpu": "Other CPU 7", "cores": 64}
+    scale["command"] = "python scripts/bench_scale.py /data --json docs/compare-scale.json"
+    scale["runs"][0]["peak_mb"] = 10.0  # so the largest row count's peak is far above it
+    scale["runs"][1]["kl_mean"] = 0.5  # engines disagree
+    page = _sections(tmp_path, startup, scale)
+    assert "**12.35x**" in page and "| <= 2 | **missed** |" in page
+    assert "`python scripts/bench_startup.py --rounds 3`" in page and "Some CPU 9000" in page
+    assert "64-core Other CPU 7" in page and "not recorded" not in page
+    assert "python scripts/bench_scale.py /data --json docs/compare-scale.json" in page
+    first = scale["runs"][0]
+    largest = next(
+        r
+        for r in scale["runs"]
+        if (r["source"], r["engine"]) == (first["source"], first["engine"])
+        and r["rows"] == max(x["rows"] for x in scale["runs"])
+    )
+    ratio = largest["peak_mb"] / 10
+    assert f"| 10 MB | {largest['peak_mb']:.0f} MB | {ratio:.2f}x | **missed** |" in page
+    assert "**differ**" in page and "0.5" in page
+    assert "## Start-up" in page and "## `compare` at scale" in page
+    (tmp_path / "only-startup").mkdir()
+    only = _sections(tmp_path / "only-startup", startup, None)
+    assert "## Start-up" in only and "## `compare` at scale" not in only
 
 
 @pytest.mark.parametrize("option", ["--out", "--plot"])

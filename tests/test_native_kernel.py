@@ -721,6 +721,121 @@ def test_auto_backend_falls_back_to_the_composite_on_a_damaged_library(tmp_path,
         kldiv_onnx.kl_div(x, t, "batchmean", backend="fused")
 
 
+_COUNT_PROBES = """
+import subprocess, sys
+spawned = []
+real_run = subprocess.run
+def counting_run(*args, **kwargs):
+    spawned.append(args)
+    return real_run(*args, **kwargs)
+subprocess.run = counting_run
+from kldiv_onnx import native
+print(native.library_path())
+print(len(spawned))
+"""
+
+
+def _fresh_check(tmp_path, monkeypatch) -> tuple[Path, list[Path]]:
+    """A copy of the library as ``$KLDIV_ONNX_LIBRARY``, an empty cache folder as
+    ``$XDG_CACHE_HOME``, no answer of ``library_path()`` in memory; and the list of paths the
+    expensive check (the throw-away process) is run on from now on."""
+    path = tmp_path / "lib" / LIBRARY_NAME
+    path.parent.mkdir()
+    shutil.copyfile(library_path(), path)
+    monkeypatch.setenv(ENV_VAR, str(path))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(native, "_RESOLVED", {})
+    checked: list[Path] = []
+    full_check = native._full_check
+
+    def counting(p: Path) -> str:
+        checked.append(p)
+        return full_check(p)
+
+    monkeypatch.setattr(native, "_full_check", counting)
+    return path, checked
+
+
+def _forget(monkeypatch) -> None:
+    """What a new process starts with: no answer of ``library_path()`` in memory."""
+    monkeypatch.setattr(native, "_RESOLVED", {})
+
+
+def test_a_passed_check_is_not_redone_by_the_next_process(tmp_path, monkeypatch):
+    """The first process loads the library in a throw-away process and remembers the pass
+    under the file's identity in the cache folder; the second spawns nothing."""
+    path, _ = _fresh_check(tmp_path, monkeypatch)
+    runs = []
+    for _ in range(2):
+        proc = subprocess.run(
+            [sys.executable, "-c", _COUNT_PROBES], capture_output=True, text=True, check=False
+        )
+        assert proc.returncode == 0, proc.stderr
+        runs.append(proc.stdout.split())
+    assert runs == [[str(path), "1"], [str(path), "0"]]
+    (cache,) = (tmp_path / "cache" / "kldiv-onnx").iterdir()
+    st = path.stat()
+    want = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+    assert json.loads(cache.read_text())["identity"] == want
+
+
+def test_a_changed_library_is_checked_again(tmp_path, monkeypatch):
+    """A new mtime, a new size, or a same-size rewrite with the old mtime put back (its ctime
+    still moves) each cost the full check again; the rewrite with damaged bytes is refused."""
+    path, checked = _fresh_check(tmp_path, monkeypatch)
+    library_path()
+    _forget(monkeypatch)
+    library_path()
+    assert len(checked) == 1  # the second "process" remembered the pass
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    _forget(monkeypatch)
+    library_path()
+    assert len(checked) == 2
+    with path.open("ab") as f:
+        f.write(b"\0" * 16)  # trailing bytes: still a loadable library, but another file
+    _forget(monkeypatch)
+    library_path()
+    assert len(checked) == 3
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[0x1000 : 0x1000 + 200 * 1024] = b"\xff" * (200 * 1024)
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    _forget(monkeypatch)
+    with pytest.raises(LibraryDamagedError, match="loading it in a separate process failed"):
+        library_path()
+    assert len(checked) == 4
+
+
+def test_a_truncated_library_is_refused_even_when_remembered(tmp_path, monkeypatch):
+    """The cheap ELF check runs in every process, before the remembered verdict is read."""
+    path, checked = _fresh_check(tmp_path, monkeypatch)
+    library_path()
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+    _forget(monkeypatch)
+    with pytest.raises(LibraryDamagedError, match="truncated"):
+        library_path()
+    assert len(checked) == 1
+
+
+@pytest.mark.parametrize("cache", ["a file", "garbage"])
+def test_an_unusable_cache_means_checking_every_time(tmp_path, monkeypatch, cache):
+    """A cache folder that cannot be made (a file in its place) or a cache file that is not
+    ours: no error, and no pass remembered."""
+    path, checked = _fresh_check(tmp_path, monkeypatch)
+    if cache == "a file":
+        (tmp_path / "cache").write_text("not a folder")
+    for _ in range(2):
+        _forget(monkeypatch)
+        assert library_path() == str(path)
+        if cache == "garbage":
+            native._cache_file(path).write_text("{not json")
+    assert len(checked) == 2
+
+
 def test_library_path_is_resolved_once(monkeypatch):
     """After the first call nothing touches the file system (issue 14: two stats per call)."""
     first = library_path()
