@@ -38,7 +38,13 @@ if [ ! -x .venv/bin/python ]; then
 fi
 step "set-up: upgrading pip in .venv" .venv/bin/python -m pip install -q --upgrade pip
 extras="cpu"
-[ "$purpose" = test ] && extras="cpu,test,mindspore,bench,ray,openvino,tract,polygraphy"
+pins=()
+if [ "$purpose" = test ]; then
+  extras="cpu,test,mindspore,bench,ray,openvino,tract,polygraphy"
+  # The mindspore extra holds numpy < 2 (MindSpore 2.10's wheels are built for numpy 1), and
+  # pyarrow 26 (the ray extra's) refuses to import under numpy 1: the last that accepts it.
+  pins=("pyarrow<26")
+fi
 if [ "$purpose" = test ]; then
   # torch first, pinned: its CPU build lies on this machine's disk (a bare 'torch' pulls CUDA).
   step "set-up: installing PyTorch 2.13 CPU (pip; a large download the first time)" \
@@ -46,6 +52,6 @@ if [ "$purpose" = test ]; then
 fi
 # pip prints nothing while CMake compiles (its -v prints every compiler line); the step's
 # minute lines show it is still at work.
-step "set-up: pip install '.[${extras}]': the dependencies, then the native library and kldiv_onnx._core compiled by CMake (the compile: about a minute on 2 cores)" \
-  .venv/bin/python -m pip install -q ".[${extras}]"
+step "set-up: pip install '.[${extras}]' ${pins[*]}: the dependencies, then the native library and kldiv_onnx._core compiled by CMake (the compile: about a minute on 2 cores)" \
+  .venv/bin/python -m pip install -q ".[${extras}]" "${pins[@]}"
 .venv/bin/kldiv-onnx doctor
