@@ -19,6 +19,12 @@ fi
 if ! python3 -c 'import os, sysconfig, sys; sys.exit(not os.path.isfile(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then
   packages+=(python3-dev)
 fi
+# The test set-up's aarch64 C++ tests (scripts/aarch64_tests.sh): QEMU user-mode emulation and
+# the arm64 glibc that the cross-built test binary runs on.
+if [ "$purpose" = test ]; then
+  command -v qemu-aarch64-static > /dev/null || packages+=(qemu-user-static)
+  [ -e /usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1 ] || packages+=(libc6-arm64-cross)
+fi
 if [ ${#packages[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   install_packages() {

@@ -15,4 +15,7 @@ if [ "$status" = 5 ]; then
 fi
 [ "$status" = 0 ] || exit "$status"
 bash scripts/native_tests.sh
+# The same C++ tests built for aarch64 (the Ascend hosts' architecture) and run under QEMU, on a
+# Cortex-A72 (NEON, as Kunpeng 920): a few minutes. Both CPUs: bash scripts/aarch64_tests.sh
+KLDIV_AARCH64_CPUS=cortex-a72 bash scripts/aarch64_tests.sh
 if [ -f scripts/cann_env_test.sh ]; then bash scripts/cann_env_test.sh; fi
