@@ -338,16 +338,17 @@ PEAK = """
 """
 
 
-def test_the_peak_memory_of_a_run_grows_by_its_values_alone(tmp_path):
-    """Ten times the rows (0.26 M → 4.2 M samples) cost the per-sample values (8 bytes a sample,
-    kept for the exact quantiles) and no more: the statistics make no copy of them."""
+def test_the_peak_memory_of_a_run_does_not_grow_with_its_samples(tmp_path):
+    """Sixteen times the rows (0.26 M → 4.2 M samples): the peak resident memory grows by less
+    than the per-sample values would take (8 bytes a sample, 30 MB more here): they live in a
+    file, and the statistics read it in chunks without a copy."""
     (tmp_path / "small").mkdir()
     (tmp_path / "large").mkdir()
     small = _run(PEAK, str(tmp_path / "small"), "256")
     large = _run(PEAK, str(tmp_path / "large"), "4096")
     assert (small["samples"], large["samples"]) == (256 * 1024, 4096 * 1024)
     values_mb = 8 * (large["samples"] - small["samples"]) / 2**20
-    assert large["peak"] - small["peak"] < values_mb + 12, (small, large)
+    assert large["peak"] - small["peak"] < values_mb / 2, (small, large)
 
 
 def test_the_statistics_are_numpys_without_a_copy():

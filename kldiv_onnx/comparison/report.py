@@ -7,6 +7,7 @@ that every engine (whatever order its batches finished in) gives the very same f
 from __future__ import annotations
 
 import math
+import mmap
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,12 +30,19 @@ GATHER = 1 << 17
 """:func:`order_statistics` sorts out a rank among at most this many values (1 MB) gathered in
 one copy; larger groups are narrowed by their next 16 bits first."""
 _SIGN = np.uint64(1 << 63)
+_DONTNEED = getattr(mmap, "MADV_DONTNEED", None)  # Linux, macOS
 
 
 def _chunks(values: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
-    """``values`` as views of :data:`CHUNK` values and the index of each one's first."""
+    """``values`` as views of :data:`CHUNK` values and the index of each one's first. Values
+    that map a file (a run's, :class:`.engines.Results`) leave this process's resident memory
+    chunk by chunk once read: the file's pages stay in the kernel's cache."""
+    base = values.base.obj if isinstance(values.base, memoryview) else values.base
+    mapped = base if isinstance(base, mmap.mmap) and _DONTNEED is not None else None
     for start in range(0, values.size, CHUNK):
         yield start, values[start : start + CHUNK]
+        if mapped is not None:
+            mapped.madvise(_DONTNEED, 8 * start, min(8 * CHUNK, 8 * (values.size - start)))
 
 
 def _valid(chunk: np.ndarray, nan: bool) -> np.ndarray:
@@ -66,11 +74,7 @@ def kl_statistics(values: np.ndarray) -> dict[str, float]:
     if n == 0:
         return stats
     with np.errstate(invalid="ignore", over="ignore"):
-        if nan:
-            total = math.fsum(float(np.sum(_valid(c, True))) for _, c in _chunks(values))
-        else:
-            total = float(np.sum(values))  # numpy's pairwise sum, as np.mean takes it
-        mean = total / n
+        mean = math.fsum(float(np.sum(_valid(c, nan))) for _, c in _chunks(values)) / n
         stats["mean"] = mean
         if n > 1:
             squares = []
@@ -80,7 +84,7 @@ def kl_statistics(values: np.ndarray) -> dict[str, float]:
             stats["stderr"] = math.sqrt(math.fsum(squares) / (n - 1)) / math.sqrt(n)
         for name, q in zip(QUANTILES, quantiles(values, list(QUANTILES.values())), strict=True):
             stats[name] = q
-    stats["max"] = float(np.fmax.reduce(values))  # fmax leaves NaN out
+    stats["max"] = float(np.fmax.reduce([np.fmax.reduce(c) for _, c in _chunks(values)]))
     return stats
 
 
