@@ -381,3 +381,19 @@ def test_the_statistics_are_numpys_without_a_copy():
         assert worst(values) == [(int(i), float(values[i])) for i in order]
         nan = np.flatnonzero(np.isnan(values))
         assert nan_samples(values) == (nan.size, nan[:100].tolist())
+
+
+def test_no_room_for_the_values_is_one_line(tmp_path, monkeypatch):
+    """The per-sample values go to a temporary file: a temporary folder that cannot hold it is
+    a ValueError naming it, not an OSError from deep inside the run."""
+    import tempfile
+
+    from kldiv_onnx.comparison import compare
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    _run(PEAK, str(folder), "4")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+    paths = [folder / name for name in ("base.onnx", "candidate.onnx", "data.npz")]
+    with pytest.raises(ValueError, match=r"cannot keep the per-sample values in .*missing"):
+        compare(*paths)

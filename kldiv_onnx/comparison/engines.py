@@ -238,9 +238,12 @@ class Results:
         """Consecutive samples from sample ``first`` on."""
         if self._file is None:
             self.per_row = per_row
-            # open for the whole run, closed by close()
-            self._file = tempfile.TemporaryFile(prefix="kldiv-onnx-values-")  # noqa: SIM115
-            os.ftruncate(self._file.fileno(), 8 * self.rows * per_row)
+            try:
+                # open for the whole run, closed by close()
+                self._file = tempfile.TemporaryFile(prefix="kldiv-onnx-values-")  # noqa: SIM115
+                os.ftruncate(self._file.fileno(), 8 * self.rows * per_row)
+            except OSError as exc:
+                raise _store_error(exc) from None
         elif per_row != self.per_row:
             raise ValueError(
                 f"the output's shape changed between batches: {per_row} samples per row, "
@@ -255,10 +258,7 @@ class Results:
             if os.pwrite(self._file.fileno(), data, 8 * first) != data.nbytes:
                 raise OSError(errno.ENOSPC, "short write")
         except OSError as exc:
-            raise ValueError(
-                f"cannot keep the per-sample values in {tempfile.gettempdir()!r} "
-                f"(TMPDIR): {exc.strerror or exc}"
-            ) from None
+            raise _store_error(exc) from None
 
     @property
     def values(self) -> np.ndarray | None:
@@ -276,6 +276,13 @@ class Results:
         """Close the file (a map of it made by :attr:`values` stays valid)."""
         if self._file is not None:
             self._file.close()
+
+
+def _store_error(exc: OSError) -> ValueError:
+    return ValueError(
+        f"cannot keep the per-sample values in {tempfile.gettempdir()!r} (TMPDIR): "
+        f"{exc.strerror or exc}"
+    )
 
 
 PROGRESS_SECONDS_VAR = "KLDIV_ONNX_PROGRESS_SECONDS"
