@@ -299,3 +299,101 @@ def test_a_reader_given_some_batches_reads_only_their_row_groups(tmp_path, monke
     data.close()
     np.testing.assert_array_equal(np.concatenate(got), x[200:400])
     assert sorted(set(read)) == [2, 3]
+
+
+# ---------------------------------------------------------------------------------------------
+# the statistics at the end of a run: exact, and without copies of the per-sample values
+
+# runs compare on a model pair whose output holds 1,024 samples per row; prints the peak RSS (MB)
+PEAK = """
+    import json, os, sys
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from kldiv_onnx.comparison import compare
+
+    folder, rows = sys.argv[1], int(sys.argv[2])
+    per_row = 1024
+    w = np.random.default_rng(0).normal(size=(8, 2 * per_row)).astype(np.float32)
+    for name, noise in (("base", 0.0), ("candidate", 0.1)):
+        weights = w + noise * np.random.default_rng(1).normal(size=w.shape).astype(np.float32)
+        graph = helper.make_graph(
+            [helper.make_node("MatMul", ["x", "w"], ["h"]),
+             helper.make_node("Reshape", ["h", "shape"], ["y"])],
+            name,
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", per_row, 2])],
+            [numpy_helper.from_array(weights, "w"),
+             numpy_helper.from_array(np.array([-1, per_row, 2], np.int64), "shape")],
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        onnx.save(model, os.path.join(folder, name + ".onnx"))
+    x = np.random.default_rng(2).normal(size=(rows, 8)).astype(np.float32)
+    np.savez(os.path.join(folder, "data.npz"), x=x)
+    paths = [os.path.join(folder, f) for f in ("base.onnx", "candidate.onnx", "data.npz")]
+    report = compare(*paths)
+    with open("/proc/self/status") as f:
+        peak = dict(line.split(":", 1) for line in f)["VmHWM"].split()[0]
+    print(json.dumps({"samples": report.samples, "peak": int(peak) / 1024}))
+"""
+
+
+def test_the_peak_memory_of_a_run_does_not_grow_with_its_samples(tmp_path):
+    """Sixteen times the rows (0.26 M → 4.2 M samples): the peak resident memory grows by less
+    than the per-sample values would take (8 bytes a sample, 30 MB more here): they live in a
+    file, and the statistics read it in chunks without a copy."""
+    (tmp_path / "small").mkdir()
+    (tmp_path / "large").mkdir()
+    small = _run(PEAK, str(tmp_path / "small"), "256")
+    large = _run(PEAK, str(tmp_path / "large"), "4096")
+    assert (small["samples"], large["samples"]) == (256 * 1024, 4096 * 1024)
+    values_mb = 8 * (large["samples"] - small["samples"]) / 2**20
+    assert large["peak"] - small["peak"] < values_mb / 2, (small, large)
+
+
+def test_the_statistics_are_numpys_without_a_copy():
+    """Quantiles bit for bit as ``np.quantile``, the worst samples as a stable sort, the NaN
+    samples as ``np.isnan``, on sets larger than one gathered group (ties, signed zeros,
+    infinities, NaN)."""
+    from kldiv_onnx.comparison.report import GATHER, kl_statistics, nan_samples, worst
+
+    rng = np.random.default_rng(5)
+    n = 3 * GATHER + 17
+    sets = [
+        rng.gamma(1.0, 1e-3, n),
+        rng.integers(0, 7, n).astype(np.float64) * 0.25,
+        np.where(rng.random(n) < 0.3, -0.0, rng.normal(size=n)),
+        np.where(rng.random(n) < 0.02, np.inf, rng.gamma(2.0, size=n)),
+        np.where(rng.random(n) < 0.1, np.nan, 1.0 + rng.random(n) * 1e-12),
+    ]
+    for values in sets:
+        valid = values[~np.isnan(values)]
+        stats = kl_statistics(values)
+        # inf as the limit of ever larger numbers: a quantile that moves with them is inf
+        qs = [0.5, 0.9, 0.99, 0.999]
+        a, b = (np.quantile(np.where(np.isinf(valid), big, valid), qs) for big in (1e200, 1e250))
+        want = np.where(a == b, a, np.inf).tolist()
+        assert [stats[k] for k in ("median", "p90", "p99", "p999")] == want
+        assert stats["mean"] == pytest.approx(valid.mean(), rel=1e-12)
+        assert stats["max"] == valid.max()
+        index = np.flatnonzero(~np.isnan(values))
+        order = index[np.argsort(-values[index], kind="stable")][:10]
+        assert worst(values) == [(int(i), float(values[i])) for i in order]
+        nan = np.flatnonzero(np.isnan(values))
+        assert nan_samples(values) == (nan.size, nan[:100].tolist())
+
+
+def test_no_room_for_the_values_is_one_line(tmp_path, monkeypatch):
+    """The per-sample values go to a temporary file: a temporary folder that cannot hold it is
+    a ValueError naming it, not an OSError from deep inside the run."""
+    import tempfile
+
+    from kldiv_onnx.comparison import compare
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    _run(PEAK, str(folder), "4")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+    paths = [folder / name for name in ("base.onnx", "candidate.onnx", "data.npz")]
+    with pytest.raises(ValueError, match=r"cannot keep the per-sample values in .*missing"):
+        compare(*paths)

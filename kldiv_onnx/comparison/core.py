@@ -183,6 +183,7 @@ def compare(
         dataset.close()
     t_stats = time.perf_counter()
     values = results.values
+    results.close()
     assert values is not None  # rows > 0: at least one batch ran
     report = build_report(
         values,

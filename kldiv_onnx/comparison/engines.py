@@ -10,8 +10,10 @@ same figures.
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import logging
+import mmap
 import os
 import re
 import signal
@@ -211,37 +213,77 @@ def _user_error(exc: BaseException) -> str | None:
 
 
 class Results:
-    """Per-sample values gathered in sample order (allocated once the samples per row are
-    known), the count of agreeing non-NaN samples, the summed timings and the start-up (the
-    seconds until the sessions were built and the first batch could run)."""
+    """Per-sample values gathered in sample order, the count of agreeing non-NaN samples, the
+    summed timings and the start-up (the seconds until the sessions were built and the first
+    batch could run).
+
+    The values (float64, 8 bytes a sample: the exact quantiles need them all) are written to an
+    unlinked temporary file as they come, not kept in this process's memory: the kernel's page
+    cache holds them while memory allows, so a run's resident memory does not grow with its
+    sample count. :attr:`values` maps the file read-only once the run is over; the statistics
+    read it in chunks (:mod:`.report`)."""
 
     def __init__(self, rows: int) -> None:
         self.rows = rows
-        self.values: np.ndarray | None = None
         self.per_row = 0
         self.agree = 0
         self.timings = dict.fromkeys(TIMERS, 0.0)
         self.startup_s = 0.0
+        self._file: Any = None
 
     def add(self, first_row: int, kl: np.ndarray, agree: np.ndarray, per_row: int) -> None:
         """The samples of the batch that starts at data row ``first_row``."""
-        start = first_row * per_row
-        self.add_at(slice(start, start + kl.size), kl, agree, per_row)
+        self.add_at(first_row * per_row, kl, agree, per_row)
 
-    def add_at(
-        self, index: slice | np.ndarray, kl: np.ndarray, agree: np.ndarray, per_row: int
-    ) -> None:
-        """Samples by their indices (a slice or an index array)."""
-        if self.values is None:
+    def add_at(self, first: int, kl: np.ndarray, agree: np.ndarray, per_row: int) -> None:
+        """Consecutive samples from sample ``first`` on."""
+        if self._file is None:
             self.per_row = per_row
-            self.values = np.full(self.rows * per_row, np.nan)
+            try:
+                # open for the whole run, closed by close()
+                self._file = tempfile.TemporaryFile(prefix="kldiv-onnx-values-")  # noqa: SIM115
+                os.ftruncate(self._file.fileno(), 8 * self.rows * per_row)
+            except OSError as exc:
+                raise _store_error(exc) from None
         elif per_row != self.per_row:
             raise ValueError(
                 f"the output's shape changed between batches: {per_row} samples per row, "
                 f"{self.per_row} before"
             )
-        self.values[index] = kl
+        self._write(first, kl)
         self.agree += int(np.count_nonzero(agree & ~np.isnan(kl)))
+
+    def _write(self, first: int, kl: np.ndarray) -> None:
+        data = np.ascontiguousarray(kl, dtype=np.float64).data
+        try:
+            if os.pwrite(self._file.fileno(), data, 8 * first) != data.nbytes:
+                raise OSError(errno.ENOSPC, "short write")
+        except OSError as exc:
+            raise _store_error(exc) from None
+
+    @property
+    def values(self) -> np.ndarray | None:
+        """Every sample's KL in sample order, a read-only map of the file (None before the
+        first batch)."""
+        if self._file is None:
+            return None
+        size = 8 * self.rows * self.per_row
+        if size == 0:  # an output with an empty middle axis
+            return np.empty(0)
+        view = mmap.mmap(self._file.fileno(), size, access=mmap.ACCESS_READ)
+        return np.frombuffer(view, dtype=np.float64)
+
+    def close(self) -> None:
+        """Close the file (a map of it made by :attr:`values` stays valid)."""
+        if self._file is not None:
+            self._file.close()
+
+
+def _store_error(exc: OSError) -> ValueError:
+    return ValueError(
+        f"cannot keep the per-sample values in {tempfile.gettempdir()!r} (TMPDIR): "
+        f"{exc.strerror or exc}"
+    )
 
 
 PROGRESS_SECONDS_VAR = "KLDIV_ONNX_PROGRESS_SECONDS"
@@ -605,9 +647,7 @@ def run_ray(
                 for a, b in itertools.pairwise(bounds):
                     per_row = int(block["per_row"][a])
                     first = int(block["sample0"][a])
-                    results.add_at(
-                        slice(first, first + b - a), kl[a:b], block["agree"][a:b], per_row
-                    )
+                    results.add_at(first, kl[a:b], block["agree"][a:b], per_row)
                     progress.update((b - a) // per_row)
                     progress.begin()  # the rate counts from the first results
                 for key in TIMERS:

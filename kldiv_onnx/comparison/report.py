@@ -7,6 +7,8 @@ that every engine (whatever order its batches finished in) gives the very same f
 from __future__ import annotations
 
 import math
+import mmap
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,56 +23,172 @@ NAN_LISTED = 100
 """How many NaN samples' indices the report lists (all are counted)."""
 
 
+CHUNK = 1 << 16
+"""Values the statistics scan at a time: their temporaries stay this small (512 KB) whatever the
+sample count, so that the statistics of a run add no copy of its per-sample values."""
+GATHER = 1 << 17
+""":func:`order_statistics` sorts out a rank among at most this many values (1 MB) gathered in
+one copy; larger groups are narrowed by their next 16 bits first."""
+_SIGN = np.uint64(1 << 63)
+_DONTNEED = getattr(mmap, "MADV_DONTNEED", None)  # Linux, macOS
+
+
+def _chunks(values: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """``values`` as views of :data:`CHUNK` values and the index of each one's first. Values
+    that map a file (a run's, :class:`.engines.Results`) leave this process's resident memory
+    chunk by chunk once read: the file's pages stay in the kernel's cache."""
+    base = values.base.obj if isinstance(values.base, memoryview) else values.base
+    mapped = base if isinstance(base, mmap.mmap) and _DONTNEED is not None else None
+    for start in range(0, values.size, CHUNK):
+        yield start, values[start : start + CHUNK]
+        if mapped is not None:
+            mapped.madvise(_DONTNEED, 8 * start, min(8 * CHUNK, 8 * (values.size - start)))
+
+
+def _valid(chunk: np.ndarray, nan: bool) -> np.ndarray:
+    """The chunk's non-NaN values (the chunk itself where the values hold no NaN)."""
+    return chunk[~np.isnan(chunk)] if nan else chunk
+
+
+def nan_samples(values: np.ndarray, listed: int = NAN_LISTED) -> tuple[int, list[int]]:
+    """How many of ``values`` are NaN, and the first ``listed`` of their indices."""
+    count, indices = 0, []
+    for start, chunk in _chunks(values):
+        mask = np.isnan(chunk)
+        found = int(np.count_nonzero(mask))
+        if found:
+            count += found
+            if len(indices) < listed:
+                indices += (np.flatnonzero(mask)[: listed - len(indices)] + start).tolist()
+    return count, indices
+
+
 def kl_statistics(values: np.ndarray) -> dict[str, float]:
     """Mean, its standard error, the :data:`QUANTILES` and the max of ``values`` without NaNs
-    (NaN for a statistic that needs more samples than there are)."""
-    v = values[~np.isnan(values)]
-    n = v.size
+    (NaN for a statistic that needs more samples than there are). Computed in chunks, without a
+    copy of ``values``: the quantiles are exact (:func:`quantiles`)."""
+    nan = nan_samples(values, 0)[0]
+    n = values.size - nan
     stats = {"mean": math.nan, "stderr": math.nan, **dict.fromkeys(QUANTILES, math.nan)}
     stats["max"] = math.nan
     if n == 0:
         return stats
     with np.errstate(invalid="ignore", over="ignore"):
-        stats["mean"] = float(np.mean(v))
+        mean = math.fsum(float(np.sum(_valid(c, nan))) for _, c in _chunks(values)) / n
+        stats["mean"] = mean
         if n > 1:
-            stats["stderr"] = float(np.std(v, ddof=1) / math.sqrt(n))
-        for name, q in zip(QUANTILES, quantiles(v, list(QUANTILES.values())), strict=True):
+            squares = []
+            for _, chunk in _chunks(values):
+                d = _valid(chunk, nan) - mean
+                squares.append(float(np.sum(np.multiply(d, d, out=d))))
+            stats["stderr"] = math.sqrt(math.fsum(squares) / (n - 1)) / math.sqrt(n)
+        for name, q in zip(QUANTILES, quantiles(values, list(QUANTILES.values())), strict=True):
             stats[name] = q
-    stats["max"] = float(v.max())
+    stats["max"] = float(np.fmax.reduce([np.fmax.reduce(c) for _, c in _chunks(values)]))
     return stats
 
 
-def quantiles(v: np.ndarray, qs: list[float]) -> list[float]:
-    """numpy's linear quantiles of ``v`` (no NaN), with infinite values taken as the limit of
-    ever larger ones: where numpy interpolates inf - inf to NaN, the quantile is the infinite
-    value (or its finite neighbour where the infinite one's interpolation weight is 0)."""
-    with np.errstate(invalid="ignore"):
-        got = [float(x) for x in np.quantile(v, qs)]
-    out = []
-    for q, x in zip(qs, got, strict=True):
-        if not math.isnan(x):
-            out.append(x)
-            continue
-        pos = q * (v.size - 1)
+def _keys(chunk: np.ndarray) -> np.ndarray:
+    """Float64 values (no NaN) as uint64 keys in the same order: the sign bit flipped for
+    positive values, every bit for negative ones."""
+    flip = (chunk.view(np.int64) >> 63).view(np.uint64) | _SIGN
+    return chunk.view(np.uint64) ^ flip
+
+
+def _from_key(key: int) -> float:
+    bits = key ^ (1 << 63) if key >> 63 else ~key & (2**64 - 1)
+    return float(np.array(bits, dtype=np.uint64).view(np.float64))
+
+
+def order_statistics(values: np.ndarray, ranks: Iterable[int]) -> dict[int, float]:
+    """The non-NaN ``values`` of the given ranks (0: the smallest) as a sort would place them,
+    without sorting or copying the values: a radix selection over their bits (as
+    order-preserving integer keys), 16 at a time, with a pass over the values per 16 bits
+    until a rank's group of equal leading bits holds at most :data:`GATHER` values, which are
+    then gathered and partitioned."""
+    nan = nan_samples(values, 0)[0]
+    found: dict[int, float] = {}
+    # (leading bits, how many bits follow them) → [(rank, rank within the values that have them)]
+    groups: dict[tuple[int, int], list[tuple[int, int]]] = {(0, 64): [(r, r) for r in set(ranks)]}
+    sizes = {(0, 64): values.size - nan}
+    while groups:
+        gather = {g: [] for g in groups if sizes[g] <= GATHER}
+        split = {g: np.zeros(1 << 16, np.int64) for g in groups if g not in gather}
+        for _, chunk in _chunks(values):
+            valid = _valid(chunk, nan)
+            keys = _keys(valid)
+            for (lead, rest), pieces in gather.items():
+                pieces.append(valid if rest == 64 else valid[keys >> np.uint64(rest) == lead])
+            for (lead, rest), counts in split.items():
+                mine = keys if rest == 64 else keys[keys >> np.uint64(rest) == lead]
+                counts += np.bincount(
+                    ((mine >> np.uint64(rest - 16)) & np.uint64(0xFFFF)).astype(np.intp),
+                    minlength=1 << 16,
+                )
+        for g, pieces in gather.items():
+            part = np.concatenate(pieces)
+            part.partition(sorted({k for _, k in groups[g]}))
+            found.update((r, float(part[k])) for r, k in groups[g])
+        narrowed: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        for (lead, rest), counts in split.items():
+            ends = np.cumsum(counts)
+            for r, k in groups[(lead, rest)]:
+                b = int(np.searchsorted(ends, k, side="right"))
+                g = (lead << 16 | b, rest - 16)
+                if g[1] == 0:  # every bit known
+                    found[r] = _from_key(g[0])
+                    continue
+                narrowed.setdefault(g, []).append((r, k - (int(ends[b - 1]) if b else 0)))
+                sizes[g] = int(counts[b])
+        groups = narrowed
+    return found
+
+
+def quantiles(values: np.ndarray, qs: list[float]) -> list[float]:
+    """numpy's linear quantiles (``np.quantile``, to the bit) of the non-NaN ``values``, from
+    their exact order statistics (:func:`order_statistics`, no copy of the values), with
+    infinite values taken as the limit of ever larger ones: where numpy interpolates inf - inf
+    to NaN, the quantile is the infinite value (or its finite neighbour where the infinite
+    one's interpolation weight is 0)."""
+    n = values.size - nan_samples(values, 0)[0]
+    # numpy's linear method: virtual index (n - 1) q, its floor and the next rank, weight
+    # index - floor; from the last rank on, the last value
+    spots = []
+    for q in qs:
+        pos = (n - 1) * q
         i = math.floor(pos)
-        j = min(i + 1, v.size - 1)
-        part = np.partition(v, [i, j])
-        a, b, t = float(part[i]), float(part[j]), pos - i
-        out.append(a if t == 0 or a == b else a + (b - a) * t)
+        spots.append((i, i + 1, pos - i) if pos < n - 1 else (n - 1, n - 1, 0.0))
+    value = order_statistics(values, {r for i, j, _ in spots for r in (i, j)})
+    out = []
+    for i, j, t in spots:
+        a, b = value[i], value[j]
+        diff = b - a
+        x = b - diff * (1 - t) if t >= 0.5 else a + diff * t  # numpy's _lerp
+        if math.isnan(x):
+            x = a if t == 0 or a == b else a + (b - a) * t
+        out.append(x)
     return out
 
 
 def worst(values: np.ndarray, count: int = WORST) -> list[tuple[int, float]]:
-    """The ``count`` largest non-NaN values as (index, value), largest first, ties by index."""
-    index = np.flatnonzero(~np.isnan(values))
-    if index.size == 0:
-        return []
-    v = values[index]
-    k = min(count, v.size)
-    threshold = np.partition(v, v.size - k)[v.size - k]
-    keep = v >= threshold
-    order = np.lexsort((index[keep], -v[keep]))[:k]
-    return [(int(i), float(x)) for i, x in zip(index[keep][order], v[keep][order], strict=True)]
+    """The ``count`` largest non-NaN values as (index, value), largest first, ties by index:
+    each chunk's own ``count`` largest (ties by index), then the largest of those."""
+    index: list[np.ndarray] = []
+    top: list[np.ndarray] = []
+    for start, chunk in _chunks(values):
+        keep = np.flatnonzero(~np.isnan(chunk))
+        v = chunk[keep]
+        if v.size > count:
+            threshold = np.partition(v, v.size - count)[v.size - count]
+            above = np.flatnonzero(v > threshold)
+            ties = np.flatnonzero(v == threshold)[: count - above.size]
+            pick = np.concatenate((above, ties))
+            keep, v = keep[pick], v[pick]
+        index.append(keep + start)
+        top.append(v)
+    i, v = np.concatenate(index), np.concatenate(top)
+    order = np.lexsort((i, -v))[:count]
+    return [(int(a), float(b)) for a, b in zip(i[order], v[order], strict=True)]
 
 
 def _json_float(x: float) -> float | str | None:
@@ -191,16 +309,16 @@ class CompareReport:
 def build_report(values: np.ndarray, agree: int, **fields: Any) -> CompareReport:
     """A :class:`CompareReport` from the per-sample values and the count of agreeing samples
     (NaN samples left out)."""
-    nan = np.flatnonzero(np.isnan(values))
-    valid = values.size - nan.size
+    nan, nan_indices = nan_samples(values)
+    valid = values.size - nan
     return CompareReport(
         samples=int(values.size),
         kl=kl_statistics(values),
         top1_agreement=agree / valid if valid else math.nan,
         top1_agree=int(agree),
         worst=worst(values),
-        nan_samples=int(nan.size),
-        nan_indices=[int(i) for i in nan[:NAN_LISTED]],
+        nan_samples=nan,
+        nan_indices=nan_indices,
         values=values,
         **fields,
     )
