@@ -17,8 +17,11 @@ per process), CPU time the sum of each process's last user + system time seen.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime
 import json
 import os
+import platform
 import subprocess
 import sys
 import tempfile
@@ -178,6 +181,15 @@ def bare_loop(folder: Path, source: str) -> dict[str, float]:
     return {"source": source, "bare_s": bare_s, "local_s": local_s, "ratio": bare_s / local_s}
 
 
+def _cpu_model() -> str:
+    """The CPU's model name as /proc/cpuinfo gives it (the machine named beside the figures)."""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folders", nargs="+", type=Path, help="scale_data.py output folders")
@@ -187,7 +199,18 @@ def main() -> None:
     parser.add_argument("--bare", type=Path, help="the folder to run the bare loop on")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    out: dict[str, object] = {"runs": [], "planning": None, "bare": []}
+    out: dict[str, object] = {
+        "command": " ".join(["python", *sys.argv]),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {
+            "cpu": _cpu_model(),
+            "cores": os.cpu_count(),
+            "load_avg": list(os.getloadavg()),
+        },
+        "runs": [],
+        "planning": None,
+        "bare": [],
+    }
     for folder in args.folders:
         for source in args.sources:
             for engine in args.engines:
