@@ -243,7 +243,7 @@ def test_progress_lines_off_a_terminal(tmp_path):
 
 def test_the_eta_counts_from_the_built_sessions(monkeypatch, capsys):
     """Ten minutes of session building before the first rows do not enter the ETA."""
-    from kldiv_onnx.comparison import engines
+    from kldiv_onnx.comparison import progress as engines
 
     clock = [1000.0]
     monkeypatch.setattr(engines.time, "perf_counter", lambda: clock[0])
@@ -263,7 +263,7 @@ def test_the_eta_counts_from_the_built_sessions(monkeypatch, capsys):
 
 
 def test_ray_tasks_hold_many_batches_and_cover_the_plan_once():
-    from kldiv_onnx.comparison.engines import TASK_BATCHES, tasks
+    from kldiv_onnx.comparison.ray_engine import TASK_BATCHES, tasks
 
     for batches, workers in ((1, 1), (7, 2), (100, 2), (15625, 2), (15625, 64)):
         runs = tasks(batches, workers)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import onnxruntime as ort
 
@@ -14,8 +14,13 @@ from .. import providers as _providers
 from ..data_files import CASTS
 from . import models
 from .data import Dataset
-from .engines import ENGINES, OPENVINO, RUNNERS, Job, Progress
+from .engines import ENGINES, OPENVINO, Job, Results, run_local
+from .progress import Progress
+from .ray_engine import run_ray
 from .report import CompareReport, build_report
+
+EngineFn = Callable[[Job, Dataset, Progress], tuple[Results, list[list[str]]]]
+RUNNERS: dict[str, EngineFn] = {"local": run_local, "ray": run_ray}
 
 DEFAULT_BATCH_SIZE = 256
 

@@ -37,7 +37,7 @@ from ..data_files import (
     feedable,
 )
 from ..model_io import load_model
-from .data import Column
+from .shards import Column
 
 KINDS = ROW_KINDS
 """What the compared outputs hold along their last axis."""
