@@ -142,4 +142,14 @@ void ThreadPool::Work(State* state) {
   }
 }
 
+int CoreCount() {
+  static const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  return cores;
+}
+
+ThreadPool& ProcessPool() {
+  static ThreadPool* pool = new ThreadPool(CoreCount() - 1);
+  return *pool;
+}
+
 }  // namespace kldiv

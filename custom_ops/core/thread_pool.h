@@ -43,6 +43,16 @@ class ThreadPool {
   std::unique_ptr<State> state_;
 };
 
+// The cores of this machine, read once (std::thread::hardware_concurrency reads /sys on every
+// call, about 5 us).
+int CoreCount();
+
+// The process's shared pool for callers without onnxruntime (the Python module, MindSpore's
+// custom op): a worker per core besides the caller, made on first use and never destroyed (its
+// workers end with the process; joining them from a static destructor could hang a forked
+// child, which has none of them and runs every task on the caller).
+ThreadPool& ProcessPool();
+
 }  // namespace kldiv
 
 #endif  // KLDIV_CORE_THREAD_POOL_H_

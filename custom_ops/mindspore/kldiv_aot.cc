@@ -6,30 +6,17 @@
 // params: input, target, loss. dtypes: "float32" (or "float"), "float16", "bfloat16", the
 // same for all three. Returns 0, or non-zero after printing one line on stderr that names the
 // op and the values (MindSpore then raises); no exception leaves the library.
-#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <new>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "kldiv_core.h"
 #include "thread_pool.h"
 
 namespace {
-
-int Cores() {
-  static const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  return cores;
-}
-
-// Never destroyed (as the Python module's pool): a forked child runs every task on the caller.
-kldiv::ThreadPool& Pool() {
-  static kldiv::ThreadPool* pool = new kldiv::ThreadPool(Cores() - 1);
-  return *pool;
-}
 
 bool ParseDType(const char* name, kldiv::DType* out) {
   if (name == nullptr) return false;
@@ -88,9 +75,11 @@ int Run(const char* op, kldiv::Reduction reduction, bool log_target, int nparam,
     }
     problem.x = params[0];
     problem.t = params[1];
-    const int cores = Cores();
+    const int cores = kldiv::CoreCount();
     const kldiv::ParallelFor pool = [cores](std::size_t n, void (*fn)(void*, std::size_t),
-                                            void* data) { Pool().Run(n, fn, data, cores); };
+                                            void* data) {
+      kldiv::ProcessPool().Run(n, fn, data, cores);
+    };
     kldiv::Compute(problem, plan, params[2], pool);
   } catch (const std::bad_alloc&) {
     return Fail(op, "out of memory");

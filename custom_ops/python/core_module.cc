@@ -7,11 +7,9 @@
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/string.h>
 
-#include <algorithm>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
-#include <thread>
 
 #include "kldiv_core.h"
 #include "row_kl.h"
@@ -30,20 +28,6 @@ using Output = nb::ndarray<nb::device::cpu>;
 // Elements per task: about 20 us of work. A smaller batch (256 x 30) runs on the caller alone:
 // waking a worker takes about 10 us, and the caller would be done before the worker helped.
 constexpr int64_t kTaskElements = 1 << 13;
-
-// Read once: std::thread::hardware_concurrency reads /sys on every call (about 5 us).
-int Cores() {
-  static const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  return cores;
-}
-
-// Never destroyed: the workers end with the process (joining them from a static destructor
-// could hang a forked child, which has none of them; there Run does every task on the caller).
-// First made with the GIL held, so that no Python thread forks while it is being made.
-kldiv::ThreadPool& Pool() {
-  static kldiv::ThreadPool* pool = new kldiv::ThreadPool(Cores() - 1);
-  return *pool;
-}
 
 // numpy's name of a DLPack dtype ("float32", "int64", "bool"; "other16" for the rest).
 std::string DTypeName(nb::dlpack::dtype dtype) {
@@ -104,8 +88,9 @@ void RowKL(const Rows& base, const Rows& candidate, const std::string& kind, flo
   const std::string error = kldiv::CheckRowProblem(problem);
   if (!error.empty()) throw std::invalid_argument(error);
   if (threads < 0) throw std::invalid_argument("threads must be >= 0 (0: every core)");
-  const int use = threads == 0 ? Cores() : threads;
-  kldiv::ThreadPool& workers = Pool();
+  const int use = threads == 0 ? kldiv::CoreCount() : threads;
+  // first made with the GIL held, so that no Python thread forks while it is being made
+  kldiv::ThreadPool& workers = kldiv::ProcessPool();
   nb::gil_scoped_release release;  // the arrays stay referenced by the caller's arguments
   const kldiv::ParallelFor pool = [use, &workers](std::size_t n, void (*fn)(void*, std::size_t),
                                                   void* data) { workers.Run(n, fn, data, use); };
