@@ -85,24 +85,15 @@ def test_worker_errors_are_one_line(cluster, case):
 def test_a_ray_run_prints_only_progress_and_the_report(case):
     """The command line on Ray with stderr piped: stderr holds compare's progress lines only
     (none of Ray's own log lines, warnings or errors), stdout the report with the start-up."""
-    import os
     import subprocess
-    import sys
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
-    env = {
-        **os.environ,
-        "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-        "KLDIV_ONNX_PROGRESS_SECONDS": "0",
-    }
+    from child import CLI, child_env
+
+    env = child_env(KLDIV_ONNX_PROGRESS_SECONDS="0")
     env.pop("RAY_ADDRESS", None)
-    cli = "from kldiv_onnx.cli import main; raise SystemExit(main())"
     proc = subprocess.run(
         [
-            sys.executable,
-            "-c",
-            cli,
+            *CLI,
             "compare",
             str(case["base"]),
             str(case["candidate"]),

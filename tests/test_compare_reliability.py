@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import socket
 import subprocess
@@ -17,14 +16,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from child import CLI, child_env
 from compare_cases import CLASSES, FEATURES, classifier, inputs, outputs, weights
 from onnx import helper, numpy_helper
 
 from kldiv_onnx.cli import main
 from kldiv_onnx.comparison import compare
 from kldiv_onnx.comparison.report import kl_statistics
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _with_tail(model: onnx.ModelProto, nodes: list, inits: list, out: str) -> onnx.ModelProto:
@@ -285,17 +283,11 @@ def test_cast_is_checked(case):
 
 
 def _cli_process(*argv: str, env: dict | None = None, **popen) -> subprocess.Popen:
-    environ = {
-        **os.environ,
-        "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-        "KLDIV_ONNX_PROGRESS_SECONDS": "0",
-        **(env or {}),
-    }
+    environ = child_env(KLDIV_ONNX_PROGRESS_SECONDS="0", **(env or {}))
     if "RAY_ADDRESS" not in (env or {}):
         environ.pop("RAY_ADDRESS", None)
-    cli = "from kldiv_onnx.cli import main; raise SystemExit(main())"
     return subprocess.Popen(
-        [sys.executable, "-c", cli, *argv],
+        [*CLI, *argv],
         env=environ,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

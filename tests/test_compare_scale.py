@@ -14,18 +14,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from child import CLI, child_env
 
 
 def _run(script: str, *args: str, timeout: float = 120) -> dict:
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     proc = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(script), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=env,
+        env=child_env(),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -171,15 +169,13 @@ def test_a_fifo_as_data_is_refused_at_once(tmp_path):
     onnx.save(classifier(w, b), tmp_path / "m.onnx")
     fifo = tmp_path / "data.npz"
     os.mkfifo(fifo)
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    cli = "from kldiv_onnx.cli import main; raise SystemExit(main())"
     m = str(tmp_path / "m.onnx")
     proc = subprocess.run(
-        [sys.executable, "-c", cli, "compare", m, m, "--data", str(fifo)],
+        [*CLI, "compare", m, m, "--data", str(fifo)],
         capture_output=True,
         text=True,
         timeout=60,
-        env=env,
+        env=child_env(),
     )
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
@@ -205,17 +201,9 @@ def test_progress_lines_off_a_terminal(tmp_path):
     onnx.save(classifier(w, b), tmp_path / "base.onnx")
     onnx.save(classifier(w2, b), tmp_path / "candidate.onnx")
     np.savez(tmp_path / "data.npz", x=inputs(rows=300))
-    env = {
-        **os.environ,
-        "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-        "KLDIV_ONNX_PROGRESS_SECONDS": "0",
-    }
-    cli = "from kldiv_onnx.cli import main; raise SystemExit(main())"
     proc = subprocess.run(
         [
-            sys.executable,
-            "-c",
-            cli,
+            *CLI,
             "compare",
             str(tmp_path / "base.onnx"),
             str(tmp_path / "candidate.onnx"),
@@ -227,7 +215,7 @@ def test_progress_lines_off_a_terminal(tmp_path):
         capture_output=True,
         text=True,
         timeout=120,
-        env=env,
+        env=child_env(KLDIV_ONNX_PROGRESS_SECONDS="0"),
     )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stderr.strip().splitlines()

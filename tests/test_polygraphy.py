@@ -3,7 +3,6 @@ function itself against a float64 numpy KL."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -12,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from child import child_env
 from onnx import TensorProto, helper, numpy_helper
 
-import kldiv_onnx
 from kldiv_onnx import polygraphy_compare as pc
 
 pytest.importorskip("polygraphy")
@@ -53,12 +52,9 @@ def _classifier(path: Path, weights: np.ndarray) -> None:
 
 
 def _polygraphy(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
-    environ = dict(os.environ, **env)
-    root = str(Path(kldiv_onnx.__file__).resolve().parent.parent)  # this checkout's package
-    environ["PYTHONPATH"] = os.pathsep.join([root, environ.get("PYTHONPATH", "")])
     return subprocess.run(
         [sys.executable, "-c", POLYGRAPHY, *args],
-        cwd=cwd, env=environ, capture_output=True, text=True, timeout=300,
+        cwd=cwd, env=child_env(**env), capture_output=True, text=True, timeout=300,
     )  # fmt: skip
 
 

@@ -9,7 +9,6 @@ import io
 import os
 import signal
 import subprocess
-import sys
 import time
 import zipfile
 from pathlib import Path
@@ -17,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from child import CLI, child_env
 from compare_cases import classifier, inputs, weights
 from onnx import TensorProto, helper
 
 from kldiv_onnx.cli import main
 from kldiv_onnx.export import build_model
 
-ROOT = Path(__file__).resolve().parent.parent
 HUGE_ROWS = 2**40
 
 
@@ -35,14 +34,13 @@ def one_line(err: str) -> str:
 
 
 def cli(*argv: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
-    """``kldiv-onnx argv`` in a child process (this checkout's code)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    """``kldiv-onnx argv`` in a child process (the package under test)."""
     return subprocess.run(
-        [sys.executable, "-m", "kldiv_onnx", *argv],
+        [*CLI, *argv],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=env,
+        env=child_env(),
         check=False,
         **kwargs,
     )
@@ -109,14 +107,13 @@ def test_ctrl_c_exits_130_without_a_traceback(tmp_path, models):
     command is past start-up) ends it with exit code 130 and no traceback."""
     data = tmp_path / "many.npz"
     np.savez(data, x=inputs(200_000))
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     argv = [*map(str, models), "--data", str(data), "--batch-size", "1"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "kldiv_onnx", "compare", *argv],
+        [*CLI, "compare", *argv],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=env,
+        env=child_env(),
         # a shell's background job (a CI runner's, say) ignores SIGINT, and the child would
         # inherit that: Ctrl-C at a terminal reaches a command with the default disposition
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
@@ -158,12 +155,11 @@ def test_closed_pipe_ends_quietly(tmp_path):
     longer than a pipe's buffer; the command ends quietly (0 or 141), nothing on stderr."""
     model = many_outputs_model(tmp_path / "many.onnx")
     np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=1000).astype(np.float32))
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "kldiv_onnx", "run", str(model), str(tmp_path / "x.npy")],
+        [*CLI, "run", str(model), str(tmp_path / "x.npy")],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env=env,
+        env=child_env(),
     )
     first = proc.stdout.readline()
     proc.stdout.close()  # what head -1 does
