@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import tempfile
 
 import pytest
+from child import child_env
 
 import kldiv_onnx
 from kldiv_onnx import native
@@ -30,9 +30,8 @@ def _loaded(code: str, watch: tuple[str, ...] = HEAVY) -> list[str]:
         f"{code}\nimport json, sys\nprint(json.dumps([m for m in {watch!r} if m in sys.modules]))"
     )
     out = subprocess.run(
-        # not run from the source tree, whose kldiv_onnx has no built library: the installed one
         [sys.executable, "-c", probe],
-        cwd=tempfile.gettempdir(),
+        env=child_env(),
         capture_output=True,
         text=True,
         check=True,
