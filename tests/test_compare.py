@@ -337,7 +337,7 @@ def test_missing_optional_packages(case, monkeypatch):
     with pytest.raises(ImportError, match="pyarrow, which is not installed"):
         compare(case["base"], case["candidate"], case["sources"]["parquet"])
     monkeypatch.setitem(sys.modules, "ray", None)
-    with pytest.raises(ImportError, match="Ray Data, which is not installed"):
+    with pytest.raises(ImportError, match="needs Ray, which is not installed"):
         compare(case["base"], case["candidate"], case["sources"]["npz"], engine="ray")
 
 

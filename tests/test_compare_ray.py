@@ -1,4 +1,4 @@
-"""compare on Ray Data: a local two-CPU cluster gives the same per-sample values and statistics
+"""compare on Ray: a local two-CPU cluster gives the same per-sample values and statistics
 as the local engine, and both agree with the float64 computation."""
 
 from __future__ import annotations
@@ -64,6 +64,35 @@ def test_ray_equals_local_and_float64(cluster, case, source):
     assert local.worst == distributed.worst and local.nan_indices == distributed.nan_indices
     assert_report_matches(distributed, case["want"])
     assert distributed.nan_samples == len(NAN_ROWS)
+
+
+def _exp_head(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The classifier's logits through Exp: non-negative scores whose rows do not sum to 1."""
+    model.graph.node.insert(-1, onnx.helper.make_node("Exp", ["z"], ["ez"]))
+    model.graph.node[-1].input[0] = "ez"
+    return model
+
+
+def test_probs_warning_raised_in_the_workers_is_shown_once(cluster, case):
+    """Kind probs on rows that do not sum to 1: the check runs in the Ray workers, and the
+    driver shows its warning once, in the local engine's words; each row divided by its sum,
+    the KL is the logits' (float64 reference)."""
+    w, b, w2 = weights()
+    paths = []
+    for name, weight in (("base-exp", w), ("candidate-exp", w2)):
+        paths.append(case["folder"] / f"{name}.onnx")
+        onnx.save(_exp_head(classifier(weight, b)), paths[-1])
+    args = (*paths, case["sources"]["shards"])
+    with pytest.warns(UserWarning) as local:
+        compare(*args, kind="probs", batch_size=case["batch"])
+    with pytest.warns(UserWarning) as distributed:
+        report = compare(*args, kind="probs", batch_size=case["batch"], engine="ray")
+    said = [str(w.message) for w in distributed if "kind probs" in str(w.message)]
+    assert said == [str(w.message) for w in local if "kind probs" in str(w.message)]
+    assert len(said) == 1 and "not 1" in said[0]
+    x = case["x"]
+    want = expected(outputs(classifier(w, b), x), outputs(classifier(w2, b), x))
+    assert_report_matches(report, want)
 
 
 def test_worker_errors_are_one_line(cluster, case):

@@ -92,7 +92,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         try:
             import ray  # noqa: F401
         except ImportError as exc:
-            raise UsageError("--compare ray needs Ray Data: pip install 'kldiv-onnx[ray]'") from exc
+            raise UsageError("--compare ray needs Ray: pip install 'kldiv-onnx[ray]'") from exc
 
     result = run_benchmark(cfg, progress=not args.no_progress)
     result["command"] = _command_line(args)

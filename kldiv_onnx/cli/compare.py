@@ -77,8 +77,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--engine",
         choices=ENGINES,
         default="local",
-        help="local: this process; ray: Ray Data, on the cluster RAY_ADDRESS names or a local "
-        "one (needs the ray extra)",
+        help="local: this process; ray: a pool of Ray actors, on the cluster RAY_ADDRESS names "
+        "or a local one (needs the ray extra)",
     )
     p.add_argument(
         "--ray-timeout",
@@ -150,7 +150,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             import ray  # noqa: F401
         except ImportError as exc:
             raise UsageError(
-                "--engine ray needs Ray Data, which is not installed: pip install 'kldiv-onnx[ray]'"
+                "--engine ray needs Ray, which is not installed: pip install 'kldiv-onnx[ray]'"
             ) from exc
     try:
         provider_list(args.base_provider)

@@ -122,8 +122,8 @@ def compare(
     reduced to its per-sample KL and top-1 agreement by the native ``KLDivRows`` op (float32
     math, float64 sums, about 1e-7 relative error at any KL size; numpy in float64 where the
     library is not built); only one float per sample is kept.
-    ``engine='ray'`` runs the batches on Ray Data (``RAY_ADDRESS`` points at a cluster, which
-    must answer within ``ray_timeout`` seconds: ``ValueError`` otherwise).
+    ``engine='ray'`` runs the batches on a pool of Ray actors (``RAY_ADDRESS`` points at a
+    cluster, which must answer within ``ray_timeout`` seconds: ``ValueError`` otherwise).
     ``limit``: only the first ``limit`` rows. ``cast``: data of another dtype than a model's
     input is refused (``'no'``), cast where every value survives the cast unchanged
     (``'exact'``: float64 copies of float32 values, int64 below 2**24, bool and float16 to
@@ -210,8 +210,12 @@ def compare(
     report.timings.update(
         {k: round(v, 6) for k, v in results.timings.items()},
         startup_s=round(results.startup_s, 6),
+        **({} if results.ray_init_s is None else {"ray_init_s": round(results.ray_init_s, 6)}),
         stats_s=round(end - t_stats, 6),
         wall_s=round(wall, 6),
         samples_per_s=round(values.size / wall, 3),
+        # the steady rate: the fixed start-up (Ray: starting the cluster, the actors and their
+        # sessions) left out
+        samples_per_s_after_startup=round(values.size / max(wall - results.startup_s, 1e-9), 3),
     )
     return report

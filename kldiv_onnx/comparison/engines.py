@@ -125,13 +125,14 @@ class BatchRunner:
         self.base = _model_runner(job.base, job.providers[0], job.threads, "base")
         self.candidate = _model_runner(job.candidate, job.providers[1], job.threads, "candidate")
         self.kl = KLStage(job.kl, job.kind, job.temperature, job.library, job.threads)
-        self.checked = False
 
     def __call__(
-        self, feeds: Mapping[str, np.ndarray], timings: dict[str, float]
+        self, feeds: Mapping[str, np.ndarray], timings: dict[str, float], check: bool = False
     ) -> tuple[np.ndarray, np.ndarray, int]:
         """Per-sample KL (float64) and top-1 agreement of one batch of feeds, and the samples
-        per data row (the product of the output's middle axes)."""
+        per data row (the product of the output's middle axes). ``check``: for kind probs,
+        check the outputs look like probabilities (:func:`.models.check_probs`); both engines
+        check the plan's first batch, so they raise and warn alike."""
         job = self.job
         feeds = {
             name: cast_feed(name, feeds[name], t, job.cast) for name, t in job.feed_types.items()
@@ -166,8 +167,7 @@ class BatchRunner:
         per_row = int(np.prod(base.shape[1:-1], dtype=np.int64))
         base = base.reshape(-1, classes).astype(np.float32, copy=False)
         candidate = candidate.reshape(-1, classes).astype(np.float32, copy=False)
-        if job.kind == "probs" and not self.checked:  # the first batch tells logits apart
-            self.checked = True
+        if job.kind == "probs" and check:  # the first batch tells logits apart
             check_probs(base, candidate, job.outputs)
         kl, agree = self.kl(base, candidate)
         t3 = time.perf_counter()
@@ -199,8 +199,9 @@ def _check_rows(role: str, output: str, out: np.ndarray, fed: int | None) -> Non
 
 
 def user_error(exc: BaseException) -> str | None:
-    """The message of the ``ValueError`` a Ray worker raised: Ray Data re-raises it as a
-    ``UserCodeException`` that keeps only the text of its traceback."""
+    """The message of the ``ValueError`` a Ray worker raised: Ray re-raises it as an error
+    whose text is the worker's traceback (a ``RayTaskError``; a ``RayActorError`` where the
+    actor's constructor raised)."""
     match = re.search(r"^(?:\w+\.)*ValueError: (.+)$", str(exc), re.MULTILINE)
     return match.group(1).strip() if match else None
 
@@ -222,6 +223,8 @@ class Results:
         self.agree = 0
         self.timings = dict.fromkeys(TIMERS, 0.0)
         self.startup_s = 0.0
+        self.ray_init_s: float | None = None
+        """Ray: the seconds ``ray.init`` took (starting a local cluster or joining one)."""
         self._file: Any = None
 
     def add(self, first_row: int, kl: np.ndarray, agree: np.ndarray, per_row: int) -> None:
@@ -293,7 +296,7 @@ def run_local(job: Job, dataset: Dataset, progress: Progress) -> tuple[Results, 
         t0 = time.perf_counter()
         feeds = dataset.read(pieces, names)
         timings["read_s"] += time.perf_counter() - t0
-        kl, agree, per_row = runner(feeds, timings)
+        kl, agree, per_row = runner(feeds, timings, check=row == 0)
         results.add(row, kl, agree, per_row)
         count = kl.size // per_row
         row += count

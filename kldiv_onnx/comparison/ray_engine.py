@@ -1,12 +1,13 @@
-"""The ``ray`` engine of a comparison: Ray Data hands runs of consecutive batches of the plan to
-a pool of actors, each building the sessions once and running the same :class:`.engines.BatchRunner`
-as the local engine; the driver keeps one value per sample (:class:`.engines.Results`).
+"""The ``ray`` engine of a comparison: the driver hands runs of consecutive batches of the plan
+to a pool of Ray actors, each building the sessions once and running the same
+:class:`.engines.BatchRunner` as the local engine; the driver keeps one value per sample
+(:class:`.engines.Results`).
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
-import itertools
 import logging
 import os
 import re
@@ -16,6 +17,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -60,10 +62,9 @@ and to report progress."""
 def _ray():
     try:
         import ray
-        import ray.data
     except ImportError as exc:
         raise ImportError(
-            "the ray engine needs Ray Data, which is not installed: pip install 'kldiv-onnx[ray]'"
+            "the ray engine needs Ray, which is not installed: pip install 'kldiv-onnx[ray]'"
         ) from exc
     return ray
 
@@ -121,71 +122,88 @@ def tasks(batches: int, workers: int) -> list[tuple[int, int]]:
 
 
 class RayWorker:
-    """A Ray Data actor: builds the sessions once, then runs the runs of consecutive batches it
-    is handed, reading only their rows (the data set planned by the driver, not again here)."""
+    """A Ray actor: builds the sessions once, then runs the runs of consecutive batches it is
+    handed, reading only their rows (the data set planned by the driver, not again here).
+
+    The warnings its sessions and batches raise (kind probs on rows that do not sum to 1, a
+    provider's fallback) go back to the driver with the results, which shows each once: a
+    worker's own stderr is not the user's."""
 
     def __init__(self, job: Job) -> None:
         import ray
 
-        blobs = {k: getattr(job, k) for k in ("base", "candidate", "kl", "layout")}
-        refs = {k: v for k, v in blobs.items() if isinstance(v, ray.ObjectRef)}
-        job = _with(job, **dict(zip(refs, ray.get(list(refs.values())), strict=True)))
-        if job.library is not None and os.path.isfile(job.library):
-            # A worker of a local cluster imports kldiv_onnx from the driver's working directory
-            # when that is a source checkout (Ray puts it first on the path): the driver's own
-            # library, on this very machine, keeps its KL the driver's.
-            os.environ[native.ENV_VAR] = job.library
-        self.job = job
-        self.runner = BatchRunner(job)
-        self.dataset = Dataset(job.data, layout=job.layout)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            blobs = {k: getattr(job, k) for k in ("base", "candidate", "kl", "layout")}
+            refs = {k: v for k, v in blobs.items() if isinstance(v, ray.ObjectRef)}
+            job = _with(job, **dict(zip(refs, ray.get(list(refs.values())), strict=True)))
+            if job.library is not None and os.path.isfile(job.library):
+                # A worker of a local cluster imports kldiv_onnx from the driver's working
+                # directory when that is a source checkout (Ray puts it first on the path): the
+                # driver's own library, on this very machine, keeps its KL the driver's.
+                os.environ[native.ENV_VAR] = job.library
+            self.job = job
+            self.runner = BatchRunner(job)
+            self.dataset = Dataset(job.data, layout=job.layout)
+        self.warned = [w.message for w in caught]
         self.ready: float | None = time.time()  # reported with the first results
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run(self, first: int, count: int) -> dict[str, Any]:
+        """The per-sample KL and top-1 agreement of ``count`` batches from batch ``first`` on,
+        where its samples start, the samples per row, the summed timings, the warnings raised
+        and, once per actor, when its sessions were ready: only what the driver keeps."""
         job = self.job
         names = list(job.feed_types)
         kls, agrees, per_rows = [], [], set()
         timings = dict.fromkeys(TIMERS, 0.0)
-        (first,) = batch["first"]
-        (count,) = batch["count"]
-        for pieces in self.dataset.plan(job.batch_size, job.rows, int(first), int(count)):
-            t0 = time.perf_counter()
-            feeds = self.dataset.read(pieces, names)
-            timings["read_s"] += time.perf_counter() - t0
-            kl, agree, per_row = self.runner(feeds, timings)
-            kls.append(kl)
-            agrees.append(agree)
-            per_rows.add(per_row)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for index, pieces in enumerate(
+                self.dataset.plan(job.batch_size, job.rows, first, count)
+            ):
+                t0 = time.perf_counter()
+                feeds = self.dataset.read(pieces, names)
+                timings["read_s"] += time.perf_counter() - t0
+                # the plan's first batch is checked, as the local engine does
+                kl, agree, per_row = self.runner(feeds, timings, check=first + index == 0)
+                kls.append(kl)
+                agrees.append(agree)
+                per_rows.add(per_row)
         if len(per_rows) != 1:
             raise ValueError(
                 f"the output's shape changed between batches: {sorted(per_rows)} samples per row"
             )
-        kl = np.concatenate(kls)
         per_row = per_rows.pop()
-        out = {"kl": kl, "agree": np.concatenate(agrees)}
-        # per task, carried by its first sample: where its samples start, the samples per row,
-        # the summed timings and, once per actor, when its sessions were ready
-        task = {
-            "sample0": int(first) * job.batch_size * per_row,
+        out = {
+            "sample0": first * job.batch_size * per_row,
             "per_row": per_row,
-            **timings,
-            "ready": self.ready or 0.0,
+            "kl": np.concatenate(kls),
+            "agree": np.concatenate(agrees),
+            "timings": timings,
+            "ready": self.ready,
+            "warnings": [*self.warned, *(w.message for w in caught)],
         }
-        for key, value in task.items():
-            column = np.zeros(kl.size, dtype=np.int64 if isinstance(value, int) else np.float64)
-            column[:1] = value
-            out[key] = column
-        self.ready = None
+        self.ready, self.warned = None, []
         return out
+
+
+INFLIGHT = 2
+"""Runs handed to each actor ahead: the next one waits in the actor's queue while the driver
+takes in the last one's results, so an actor is never idle for a round trip."""
 
 
 def run_ray(
     job: Job, dataset: Dataset, progress: Progress, workers: int | None = None
 ) -> tuple[Results, list[list[str]]]:
-    """Every batch of the plan on Ray Data: ``ray.data.from_items`` of runs of consecutive
-    batches (:func:`tasks`, one block each) → ``map_batches(RayWorker)`` on a pool of actors
-    (one CPU and one intra-op thread each) → the per-sample results gathered here as they
-    stream back. The driver's plan (:class:`.data.Layout`) and the models travel once through
-    the object store.
+    """Every batch of the plan on a pool of Ray actors (one CPU and one intra-op thread each):
+    runs of consecutive batches (:func:`tasks`) handed out as actors finish the previous ones,
+    the per-sample results written here as they come back. The driver's plan
+    (:class:`.data.Layout`) and the models travel once through the object store.
+
+    Plain Ray actors, not Ray Data: Ray Data starts three helper actors of its own (its
+    statistics, its autoscaling coordinator, an actor location tracker), each a Python process
+    importing Ray Data, which cost more CPU on two cores than the pool's own work on 10^6 rows;
+    the runs need none of its streaming.
 
     Uses the cluster ``ray.init`` finds (``RAY_ADDRESS`` names an existing one), starting a
     local one (and stopping it afterwards) when Ray is not initialised yet. Ray's own log lines
@@ -193,7 +211,7 @@ def run_ray(
     """
     t_start = time.time()
     ray = _ray()
-    loggers = {name: logging.getLogger(name) for name in ("ray", "ray.data")}
+    loggers = {name: logging.getLogger(name) for name in ("ray",)}
     levels = {name: logger.level for name, logger in loggers.items()}
     started = False
     if not job.verbose:
@@ -225,19 +243,15 @@ def run_ray(
             if quiet:
                 del os.environ[BACKEND_LOG_VAR]
         started = True
+    t_init = time.time()
     sigterm = _exit_on_sigterm()
+    actors: list[Any] = []
     try:
-        context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = False
-        if hasattr(context, "print_on_execution_start"):
-            context.print_on_execution_start = False
-        # a worker's error is raised here as one line: Ray Data's own report of it is noise
-        loggers["ray.data"].setLevel(logging.CRITICAL)
         batches = dataset.batches(job.batch_size, job.rows)
         if workers is None:
             workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        runs = tasks(batches, workers)
-        workers = max(1, min(workers, len(runs)))
+        queue = collections.deque(tasks(batches, workers))
+        workers = max(1, min(workers, len(queue)))
         # the models and the plan travel once through the object store, not inside each
         # actor's arguments
         job = _with(
@@ -248,41 +262,48 @@ def run_ray(
             kl=ray.put(job.kl),
             layout=ray.put(dataset.layout),
         )
-        items = ray.data.from_items(
-            [{"first": first, "count": count} for first, count in runs],
-            override_num_blocks=len(runs),
-        )
-        mapped = items.map_batches(
-            RayWorker,
-            fn_constructor_kwargs={"job": job},
-            batch_size=1,
-            compute=ray.data.ActorPoolStrategy(size=workers),
-            num_cpus=1,
-        )
+        actor = ray.remote(num_cpus=1)(RayWorker)
+        actors += [actor.remote(job) for _ in range(workers)]
+        pending: dict[Any, Any] = {}
+
+        def hand_out(worker: Any) -> None:
+            if queue:
+                first, count = queue.popleft()
+                pending[worker.run.remote(first, count)] = worker
+
+        for worker in actors:
+            for _ in range(INFLIGHT):
+                hand_out(worker)
         results = Results(job.rows)
-        ready = []
-        try:
-            for block in mapped.iter_batches(batch_size=None, batch_format="numpy"):
-                kl = block["kl"]
-                if not kl.size:
-                    continue
-                starts = np.flatnonzero(block["per_row"])  # each task's first sample
-                bounds = [*starts.tolist(), kl.size]
-                for a, b in itertools.pairwise(bounds):
-                    per_row = int(block["per_row"][a])
-                    first = int(block["sample0"][a])
-                    results.add_at(first, kl[a:b], block["agree"][a:b], per_row)
-                    progress.update((b - a) // per_row)
-                    progress.begin()  # the rate counts from the first results
-                for key in TIMERS:
-                    results.timings[key] += float(block[key][starts].sum())
-                ready += [t for t in block["ready"][starts].tolist() if t]
-        except Exception as exc:
-            message = user_error(exc)
-            if message is None:
-                raise
-            raise ValueError(message) from None
+        ready: list[float] = []
+        shown: set[tuple[type, str]] = set()
+        while pending:
+            (ref,), _ = ray.wait(list(pending), num_returns=1)
+            worker = pending.pop(ref)
+            try:
+                out = ray.get(ref)
+            except Exception as exc:
+                message = user_error(exc)
+                if message is None:
+                    raise
+                raise ValueError(message) from None
+            hand_out(worker)
+            for warning in out["warnings"]:
+                key = (type(warning), str(warning))
+                if key not in shown:
+                    shown.add(key)
+                    warnings.warn(warning, stacklevel=2)
+            per_row = out["per_row"]
+            results.add_at(out["sample0"], out["kl"], out["agree"], per_row)
+            for key in TIMERS:
+                results.timings[key] += out["timings"][key]
+            if out["ready"] is not None:
+                ready.append(out["ready"])
+            progress.update(out["kl"].size // per_row)
+            progress.begin()  # the rate counts from the first results
     finally:
+        for worker in actors:  # a cluster that outlives the run keeps none of them
+            ray.kill(worker)
         for name, logger in loggers.items():
             logger.setLevel(levels[name])
         if started:
@@ -290,6 +311,7 @@ def run_ray(
         if sigterm is not None:
             signal.signal(signal.SIGTERM, sigterm)
     results.startup_s = max(0.0, min(ready) - t_start) if ready else 0.0
+    results.ray_init_s = t_init - t_start
     names = [resolved_providers(p) for p in job.providers]
     return results, names
 
