@@ -11,7 +11,16 @@ Data and models from ``scripts/scale_data.py`` (one folder per row count, each w
 Each ``compare`` runs as its own command (``kldiv-onnx compare --json``); its process tree (Ray's
 processes included) is sampled every 0.1 s from ``/proc``: peak memory is the largest sum of the
 tree's resident sets (pages shared between processes, Ray's object store among them, count once
-per process), CPU time the sum of each process's last user + system time seen.
+per process), CPU time the sum of each process's last user + system time seen, split into the
+``compare`` process itself, Ray's workers (``compare``'s actors) and Ray's own processes (GCS,
+raylet, dashboard, agents, monitors).
+
+``--fixed FOLDER`` also runs each data kind and engine of that folder on one batch
+(``--limit 256``): its wall and CPU time are the run's fixed cost (Python, imports; Ray: its
+cluster, actors and sessions, started and stopped), subtracted from the full run's to give the
+rate and the CPU after it. ``--update`` keeps the runs of the ``--json`` file that this run does
+not repeat (other row counts, data kinds or engines), and its planning and bare-loop figures
+unless measured again; each run carries its own date and load average.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -54,23 +64,32 @@ def _tree(root: int) -> list[int]:
     return found
 
 
-def _sample(pid: int) -> tuple[int, float] | None:
-    """(resident bytes, user + system seconds) of one process."""
+def _sample(pid: int) -> tuple[int, float, str] | None:
+    """(resident bytes, user + system seconds, command line) of one process."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
         with open(f"/proc/{pid}/statm") as f:
             resident = int(f.read().split()[1]) * PAGE
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
     except (OSError, IndexError):
         return None
-    return resident, (int(fields[11]) + int(fields[12])) / TICK
+    return resident, (int(fields[11]) + int(fields[12])) / TICK, cmdline
 
 
-def measure(command: list[str], env: dict[str, str]) -> dict[str, float]:
-    """Run ``command``; its wall time, the tree's peak resident memory and CPU time."""
+WORKER_TITLES = ("ray::RayWorker", "ray::IDLE")
+"""How Ray titles its worker processes: ``compare``'s actors (``ray::<class>.<method>``) and the
+idle workers it starts ahead of them."""
+
+
+def measure(command: list[str], env: dict[str, str]) -> dict[str, Any]:
+    """Run ``command``; its wall time, the tree's peak resident memory and CPU time, the CPU
+    split into the command's own process, Ray's workers (``compare``'s actors) and Ray's other
+    processes."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    peak, cpu = 0, {}
+    peak, cpu, names = 0, {}, {}
     while proc.poll() is None:
         total = 0
         for pid in _tree(proc.pid):
@@ -78,16 +97,41 @@ def measure(command: list[str], env: dict[str, str]) -> dict[str, float]:
             if got is not None:
                 total += got[0]
                 cpu[pid] = max(cpu.get(pid, 0.0), got[1])
+                if not names.get(pid, "").startswith(WORKER_TITLES):  # once a worker, always
+                    names[pid] = got[2]
         peak = max(peak, total)
         time.sleep(0.1)
     wall = time.perf_counter() - t0
     _, err = proc.communicate()
     if proc.returncode:
         raise RuntimeError(f"{' '.join(command)} failed: {err.decode()[-2000:]}")
-    return {"wall_s": wall, "peak_mb": peak / 2**20, "cpu_s": sum(cpu.values())}
+    split = {"compare": 0.0, "workers": 0.0, "ray": 0.0}
+    for pid, seconds in cpu.items():
+        part = (
+            "compare"
+            if pid == proc.pid
+            else "workers"
+            if names[pid].startswith(WORKER_TITLES)
+            else "ray"
+        )
+        split[part] += seconds
+    return {
+        "wall_s": wall,
+        "peak_mb": peak / 2**20,
+        "cpu_s": sum(cpu.values()),
+        "cpu_split_s": split,
+    }
 
 
-def run_compare(folder: Path, source: str, engine: str) -> dict[str, object]:
+FIXED_ROWS = 256
+"""The rows of a fixed-cost run: one batch of ``compare``'s default size."""
+
+
+def run_compare(folder: Path, source: str, engine: str, limit: int | None = None) -> dict[str, Any]:
+    """One ``compare`` command on ``folder/source`` (its first ``limit`` rows) and what it
+    cost."""
+    load = list(os.getloadavg())
+    date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
         command = [
@@ -103,22 +147,37 @@ def run_compare(folder: Path, source: str, engine: str) -> dict[str, object]:
             engine,
             "--json",
             str(report),
+            *([] if limit is None else ["--limit", str(limit)]),
         ]
         env = {**os.environ}
         env.pop("RAY_ADDRESS", None)
         got = measure(command, env)
         d = json.loads(report.read_text())
+    timings = d["timings"]
     return {
         "rows": d["rows"],
         "source": source,
         "engine": engine,
+        "date": date,
+        "load_avg": load,
         **got,
         "rows_per_s": d["rows"] / got["wall_s"],
-        "startup_s": d["timings"]["startup_s"],
-        "compare_wall_s": d["timings"]["wall_s"],
-        "rows_per_s_after_startup": d["rows"]
-        / max(d["timings"]["wall_s"] - d["timings"]["startup_s"], 1e-9),
+        "startup_s": timings["startup_s"],
+        **({"ray_init_s": timings["ray_init_s"]} if "ray_init_s" in timings else {}),
+        "compare_wall_s": timings["wall_s"],
+        "rows_per_s_after_startup": d["rows"] / max(timings["wall_s"] - timings["startup_s"], 1e-9),
         "kl_mean": d["kl"]["mean"],
+    }
+
+
+def with_fixed(row: dict[str, Any], fixed: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with its fixed cost (the same command on one batch) and what is left after it."""
+    rows = row["rows"] - fixed["rows"]
+    return {
+        **row,
+        "fixed": {k: fixed[k] for k in ("rows", "wall_s", "cpu_s", "cpu_split_s", "load_avg")},
+        "rows_per_s_after_fixed": rows / max(row["wall_s"] - fixed["wall_s"], 1e-9),
+        "cpu_after_fixed_s": row["cpu_s"] - fixed["cpu_s"],
     }
 
 
@@ -197,9 +256,15 @@ def main() -> None:
     parser.add_argument("--engines", nargs="+", default=["local", "ray"])
     parser.add_argument("--planning-shards", type=int, default=2000)
     parser.add_argument("--bare", type=Path, help="the folder to run the bare loop on")
+    parser.add_argument(
+        "--fixed", nargs="*", type=Path, default=[], help="folders whose fixed cost to measure"
+    )
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--update", action="store_true", help="keep what --json holds that this run does not repeat"
+    )
     args = parser.parse_args()
-    out: dict[str, object] = {
+    out: dict[str, Any] = {
         "command": " ".join(["python", *sys.argv]),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": {
@@ -215,7 +280,9 @@ def main() -> None:
         for source in args.sources:
             for engine in args.engines:
                 row = run_compare(folder, source, engine)
-                out["runs"].append(row)  # type: ignore[union-attr]
+                if folder in args.fixed:
+                    row = with_fixed(row, run_compare(folder, source, engine, FIXED_ROWS))
+                out["runs"].append(row)
                 print(json.dumps(row), flush=True)
     if args.planning_shards:
         spent = planning(args.planning_shards)
@@ -224,10 +291,31 @@ def main() -> None:
     if args.bare is not None:
         for source in ("data.npz", "data.parquet"):
             row = bare_loop(args.bare, source)
-            out["bare"].append(row)  # type: ignore[union-attr]
+            out["bare"].append(row)
             print(json.dumps(row), flush=True)
     if args.json is not None:
+        if args.update and args.json.exists():
+            out = _updated(json.loads(args.json.read_text()), out)
         args.json.write_text(json.dumps(out, indent=2) + "\n")
+
+
+def _updated(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``old`` with this run's figures in place of those it repeats; the command, date and
+    machine of this run in ``updates`` (a run older than them has no ``date`` of its own)."""
+    repeated = {(r["rows"], r["source"], r["engine"]) for r in new["runs"]}
+    kept = [r for r in old["runs"] if (r["rows"], r["source"], r["engine"]) not in repeated]
+    runs = sorted(
+        [*kept, *new["runs"]],
+        key=lambda r: (r["rows"], r["source"], r["engine"]),
+    )
+    update = {k: new[k] for k in ("command", "date", "machine")}
+    return {
+        **old,
+        "runs": runs,
+        "planning": new["planning"] or old.get("planning"),
+        "bare": new["bare"] or old.get("bare", []),
+        "updates": [*old.get("updates", []), update],
+    }
 
 
 if __name__ == "__main__":
