@@ -583,6 +583,24 @@ def test_performance_page_sections_read_whatever_json_is_there(tmp_path):
     assert "## Start-up" in only and "## `compare` at scale" not in only
 
 
+def test_performance_page_says_which_ray_target_is_missed(tmp_path):
+    """Ray against local at 10^6 rows: each figure's verdict follows the JSON, whole command
+    and after the fixed cost apart."""
+    scale = json.loads((DOCS / "compare-scale.json").read_text())
+    runs = [r for r in scale["runs"] if r["rows"] == 10**6]
+    local = next(r for r in runs if r["engine"] == "local" and "fixed" in r)
+    ray = next(r for r in runs if r["engine"] == "ray" and r["source"] == local["source"])
+    ray["cpu_s"] = 2 * local["cpu_s"]  # the whole command over 1.5x local's CPU
+    ray["cpu_after_fixed_s"] = local["cpu_after_fixed_s"]  # after the fixed cost, 1x
+    page = _sections(tmp_path, None, scale)
+    verdicts = next(line for line in page.splitlines() if line.startswith("At 1,000,000 rows"))
+    assert "CPU, whole command" in verdicts and "2.00x: **missed** (for some kinds)" in verdicts
+    assert "CPU after the fixed cost" in verdicts
+    assert "CPU after the fixed cost 1.00x" not in verdicts  # a span over the data kinds
+    after = verdicts.split("CPU after the fixed cost", 1)[1]
+    assert after.split(";")[0].rstrip(".").endswith(": met")
+
+
 @pytest.mark.parametrize("option", ["--out", "--plot"])
 def test_performance_script_refuses_bad_outputs(option, tmp_path, capsys):
     """/dev/full, a folder, a missing folder, or both outputs the same file: one line on

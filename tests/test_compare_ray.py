@@ -64,6 +64,12 @@ def test_ray_equals_local_and_float64(cluster, case, source):
     assert local.worst == distributed.worst and local.nan_indices == distributed.nan_indices
     assert_report_matches(distributed, case["want"])
     assert distributed.nan_samples == len(NAN_ROWS)
+    # Ray's own start-up is given apart: ray.init (here a cluster already up), then the actors
+    t = distributed.timings
+    assert (
+        0 <= t["ray_init_s"] <= t["startup_s"] < t["wall_s"] and "ray_init_s" not in local.timings
+    )
+    assert t["samples_per_s_after_startup"] > t["samples_per_s"]
 
 
 def _exp_head(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -143,3 +149,4 @@ def test_a_ray_run_prints_only_progress_and_the_report(case):
     assert lines and all(line.startswith("compare: ") for line in lines), proc.stderr
     assert lines[-1].startswith("compare: 500/500 rows in ")
     assert "start-up" in proc.stdout and "engine ray" in proc.stdout
+    assert "Ray started in" in proc.stdout and "after start-up" in proc.stdout

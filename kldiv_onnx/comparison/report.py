@@ -288,9 +288,16 @@ class CompareReport:
                 + (f" and {more} more" if more else "")
             )
         t = self.timings
+        started = (
+            f"Ray started in {t['ray_init_s']:.3f} s, then the actors' sessions built"
+            if "ray_init_s" in t
+            else "sessions built"
+        )
+        after = t.get("samples_per_s_after_startup")
         lines.append(
-            f"time             {t['wall_s']:.3f} s, {t['samples_per_s']:.0f} samples/s, "
-            f"start-up {t.get('startup_s', 0.0):.3f} s (sessions built; "
+            f"time             {t['wall_s']:.3f} s, {t['samples_per_s']:.0f} samples/s"
+            + ("" if after is None else f" ({after:.0f} after start-up)")
+            + f", start-up {t.get('startup_s', 0.0):.3f} s ({started}; "
             f"read {t['read_s']:.3f} s, base {t['base_s']:.3f} s, candidate "
             f"{t['candidate_s']:.3f} s, KL {t['kl_s']:.3f} s"
             + (" summed over workers" if self.engine != "local" else "")
