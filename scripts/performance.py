@@ -670,11 +670,20 @@ def _scale_when(run: dict[str, Any]) -> str:
 
 def _scale_updates(report: dict[str, Any]) -> list[str]:
     """The later runs that measured some rows again (``bench_scale.py --update``)."""
-    out = []
-    for update in report.get("updates", []):
+    updates = report.get("updates", [])
+    out = (
+        [
+            "The runs with a date in the table's last column were measured again later, by the "
+            "commands below; the rest (and the planning and bare-loop figures, unless a command "
+            "below measured them too) come from the command above:",
+            "",
+        ]
+        if updates
+        else []
+    )
+    for update in updates:
         out += [
-            f"The rows with a date in the last column were measured again on "
-            f"{_scale_machine(update)} by:",
+            f"from {update['date'][11:16]} UTC on {_scale_machine(update)}, by",
             "",
             "```bash",
             *update["command"].splitlines(),

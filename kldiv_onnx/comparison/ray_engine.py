@@ -54,8 +54,8 @@ def _without_line(text: str) -> Iterator[None]:
 
 
 TASK_BATCHES = 256
-"""At most this many batches in one Ray task (one block of results): large enough that Ray's
-cost per block is small against the work, small enough to spread the batches over the actors
+"""At most this many batches in one Ray task (one result sent back): large enough that Ray's
+cost per task is small against the work, small enough to spread the batches over the actors
 and to report progress."""
 
 
