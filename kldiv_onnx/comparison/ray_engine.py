@@ -227,6 +227,10 @@ def run_ray(
         if quiet:
             os.environ[BACKEND_LOG_VAR] = "fatal"
         try:
+            # Ray's own processes cost about 3 s of CPU whatever the run; turning off usage
+            # stats or metrics collection (RAY_USAGE_STATS_ENABLED=0,
+            # RAY_enable_metrics_collection=0) did not measurably lower it on two cores, so
+            # nothing more is set (docs/compare-scale.md)
             with _without_line(BACKEND_LOG_NOTE) if quiet else contextlib.nullcontext():
                 ray.init(
                     address=os.environ.get("RAY_ADDRESS") or None,
