@@ -1,12 +1,22 @@
 #!/usr/bin/env bash
-# An arm64 Debian 12 root with Python 3.11, onnxruntime, numpy and pytest's needs, for running
-# the aarch64 wheel under QEMU user-mode emulation: build/arm64-root (git-ignored, cached: built
-# once, about 5 minutes). Needs root, mmdebstrap and qemu-user-static (apt-get install -y
-# mmdebstrap qemu-user-static); registers QEMU with binfmt_misc if it is not yet.
-# Prints the root's path on its last line.
+# An arm64 Debian root with Python, onnxruntime, numpy and onnx, for running the aarch64 wheels
+# under QEMU user-mode emulation: build/arm64-root-<suite> (git-ignored, cached: built once,
+# 5-15 minutes). The suite picks the Python: bookworm (Debian 12) has 3.11, for the cp311
+# wheel; trixie (Debian 13) has 3.13, for the abi3 wheel (Python 3.12+).
+#
+#   bash scripts/arm64_root.sh [bookworm|trixie]     # default bookworm
+#
+# Needs root, mmdebstrap and qemu-user-static (apt-get install -y mmdebstrap qemu-user-static);
+# registers QEMU with binfmt_misc if it is not yet. Prints the root's path on its last line.
 set -euo pipefail
 root_dir=$(cd "$(dirname "$0")/.." && pwd)
-dest="$root_dir/build/arm64-root"
+suite=${1:-bookworm}
+case $suite in
+  bookworm) python_version=3.11 ;;
+  trixie) python_version=3.13 ;;
+  *) echo "arm64_root: unknown suite '$suite' (bookworm, trixie)" >&2; exit 2 ;;
+esac
+dest="$root_dir/build/arm64-root-$suite"
 ort_version=${KLDIV_ARM64_ORT:-1.24.4}
 start=$SECONDS
 step() { echo "[arm64-root +$((SECONDS - start))s] $*" >&2; }
@@ -28,21 +38,23 @@ rm -rf "$dest" "$dest.partial"
 mkdir -p "$root_dir/build"
 mirror=$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -n 1)
 mirror=${mirror:-http://deb.debian.org/debian}
-step "mmdebstrap arm64 bookworm (python3.11, pip, venv)"
+step "mmdebstrap arm64 $suite (python$python_version, pip, venv)"
 mmdebstrap --quiet --arch=arm64 --variant=apt --include=python3,python3-pip,python3-venv \
-  bookworm "$dest.partial" "$mirror" >&2
+  "$suite" "$dest.partial" "$mirror" >&2
 # onnxruntime's and numpy's aarch64 wheels, fetched on this machine (fast) and installed in
 # the root under emulation (slow, but once). /sys stays unmounted: QEMU 7.2 shows the guest
 # the host's x86 /proc/cpuinfo and onnxruntime then crashes reading /sys's cache entries.
 step "download aarch64 wheels: onnxruntime $ort_version, numpy"
 wheels="$dest.partial/tmp/wheels"
 mkdir -p "$wheels"
-python3 -m pip download --quiet --dest "$wheels" --only-binary=:all: --python-version 3.11 \
+python3 -m pip download --quiet --dest "$wheels" --only-binary=:all: --python-version "$python_version" \
   --platform manylinux_2_28_aarch64 --platform manylinux2014_aarch64 \
   "onnxruntime==$ort_version" "numpy<2.3" ml_dtypes "onnx>=1.16" "onnxscript>=0.5" >&2
+# --no-compile: pip would byte-compile every module of these packages (sympy alone has over a
+# thousand) under emulation.
 step "python3 -m venv /opt/venv; pip install (emulated)"
 chroot "$dest.partial" /usr/bin/python3 -m venv /opt/venv
-chroot "$dest.partial" /opt/venv/bin/pip install --quiet --no-index --find-links /tmp/wheels \
+chroot "$dest.partial" /opt/venv/bin/pip install --quiet --no-compile --no-index --find-links /tmp/wheels \
   onnxruntime numpy ml_dtypes onnx onnxscript >&2
 rm -rf "$wheels"
 # No /proc or /sys is mounted in the root: QEMU 7.2 would show the guest the host's x86

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the manylinux_2_28 wheels of kldiv-onnx into dist/: x86_64 and aarch64, for each Python
-# in KLDIV_WHEEL_PYTHONS (default 3.11). Compiler: zig (PyPI's ziglang) targeting glibc 2.28,
+# in KLDIV_WHEEL_PYTHONS (default "3.11 3.13": a cp311 wheel, and from 3.13 the cp312-abi3 wheel
+# that serves every Python from 3.12 on, nanobind's stable ABI). Compiler: zig (PyPI's ziglang) targeting glibc 2.28,
 # through CMake's toolchain file scripts/zig/toolchain.cmake (no manylinux container needed);
 # auditwheel (with patchelf) repairs and names the policy; a check then refuses any GLIBC_
 # symbol version newer than 2.28 in the wheels' .so files. docs/wheels.md has the details.
@@ -8,7 +9,7 @@
 #   bash scripts/build_wheels.sh                 # both architectures
 #   KLDIV_WHEEL_ARCHS=x86_64 bash scripts/build_wheels.sh
 #
-# Needs: a Python per version in KLDIV_WHEEL_PYTHONS (python3.11 on PATH, or pyenv's), cmake,
+# Needs: a Python per version in KLDIV_WHEEL_PYTHONS (python3.X on PATH, or pyenv's), cmake,
 # libhwy-dev (Highway's headers, used header-only), readelf (binutils), network access to PyPI
 # (build tools) and, for aarch64, to Debian (arm64 Python headers, unpacked, nothing installed).
 # The first run builds zig's libc++ for each target (a few minutes each; cached by zig).
@@ -16,7 +17,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 archs=${KLDIV_WHEEL_ARCHS:-"x86_64 aarch64"}
-pythons=${KLDIV_WHEEL_PYTHONS:-3.11}
+pythons=${KLDIV_WHEEL_PYTHONS:-"3.11 3.13"}
 glibc=2.28
 work="$root/build/wheels"
 start=$SECONDS
