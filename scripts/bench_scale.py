@@ -18,9 +18,7 @@ raylet, dashboard, agents, monitors).
 ``--fixed FOLDER`` also runs each data kind and engine of that folder on one batch
 (``--limit 256``): its wall and CPU time are the run's fixed cost (Python, imports; Ray: its
 cluster, actors and sessions, started and stopped), subtracted from the full run's to give the
-rate and the CPU after it. ``--update`` keeps the runs of the ``--json`` file that this run does
-not repeat (other row counts, data kinds or engines), and its planning and bare-loop figures
-unless measured again; each run carries its own date and load average.
+rate and the CPU after it. Each run carries its own date and load average.
 """
 
 from __future__ import annotations
@@ -252,17 +250,24 @@ def _cpu_model() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folders", nargs="+", type=Path, help="scale_data.py output folders")
-    parser.add_argument("--sources", nargs="+", default=["data.npz", "data.parquet", "shards-200"])
-    parser.add_argument("--engines", nargs="+", default=["local", "ray"])
-    parser.add_argument("--planning-shards", type=int, default=2000)
+    parser.add_argument(
+        "--sources",
+        nargs="+",
+        default=["data.npz", "data.parquet", "shards-200"],
+        help="the data of each folder to compare over (default: all three kinds)",
+    )
+    parser.add_argument("--engines", nargs="+", default=["local", "ray"], help="default: both")
+    parser.add_argument(
+        "--planning-shards",
+        type=int,
+        default=2000,
+        help="time planning over this many Parquet shards (0: not at all; default 2000)",
+    )
     parser.add_argument("--bare", type=Path, help="the folder to run the bare loop on")
     parser.add_argument(
         "--fixed", nargs="*", type=Path, default=[], help="folders whose fixed cost to measure"
     )
-    parser.add_argument("--json", type=Path)
-    parser.add_argument(
-        "--update", action="store_true", help="keep what --json holds that this run does not repeat"
-    )
+    parser.add_argument("--json", type=Path, help="write the run's figures here")
     args = parser.parse_args()
     out: dict[str, Any] = {
         "command": " ".join(["python", *sys.argv]),
@@ -294,28 +299,7 @@ def main() -> None:
             out["bare"].append(row)
             print(json.dumps(row), flush=True)
     if args.json is not None:
-        if args.update and args.json.exists():
-            out = _updated(json.loads(args.json.read_text()), out)
         args.json.write_text(json.dumps(out, indent=2) + "\n")
-
-
-def _updated(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """``old`` with this run's figures in place of those it repeats; the command, date and
-    machine of this run in ``updates`` (a run older than them has no ``date`` of its own)."""
-    repeated = {(r["rows"], r["source"], r["engine"]) for r in new["runs"]}
-    kept = [r for r in old["runs"] if (r["rows"], r["source"], r["engine"]) not in repeated]
-    runs = sorted(
-        [*kept, *new["runs"]],
-        key=lambda r: (r["rows"], r["source"], r["engine"]),
-    )
-    update = {k: new[k] for k in ("command", "date", "machine")}
-    return {
-        **old,
-        "runs": runs,
-        "planning": new["planning"] or old.get("planning"),
-        "bare": new["bare"] or old.get("bare", []),
-        "updates": [*old.get("updates", []), update],
-    }
 
 
 if __name__ == "__main__":

@@ -625,20 +625,6 @@ STARTUP_DESIGN = [
 SCALE_SOURCES = {"data.npz": ".npz", "data.parquet": "Parquet file"}
 SCALE_MEMORY_TARGET = 1.25
 """The most a run's peak memory may grow from the smallest row count to the largest."""
-SCALE_UNRECORDED = {
-    "command": (
-        "python scripts/scale_data.py /tmp/scale/s1e5 --rows 100000 --formats npz parquet "
-        "shards  # and 1e6 (1000000), 4e6 (4000000) rows\n"
-        "nice python scripts/bench_scale.py /tmp/scale/s1e5 /tmp/scale/1e6 /tmp/scale/4e6 "
-        "--planning-shards 2000 --bare /tmp/scale/1e6 --json docs/compare-scale.json"
-    ),
-    "machine": (
-        "the project's 2-core shared KVM guest (`lscpu`: AMD EPYC, AVX-512) on 2026-12-03, "
-        "shared with other builds and tests (its load not recorded)"
-    ),
-}
-"""The command and the machine of the run behind the JSON when the JSON does not record them
-(``scripts/bench_scale.py`` wrote neither as of that run)."""
 
 
 def _scale_source(source: str) -> str:
@@ -647,11 +633,7 @@ def _scale_source(source: str) -> str:
 
 
 def _scale_machine(report: dict[str, Any]) -> str:
-    m = report.get("machine")
-    if not m:
-        return SCALE_UNRECORDED["machine"] + " (not recorded in the JSON)"
-    if isinstance(m, str):
-        return m
+    m = report["machine"]
     described = f"{m.get('cores', '?')}-core {m.get('cpu', 'unknown CPU')}"
     if report.get("date"):
         described += f" on {report['date'][:10]}"
@@ -661,43 +643,14 @@ def _scale_machine(report: dict[str, Any]) -> str:
 
 
 def _scale_when(run: dict[str, Any]) -> str:
-    """When a run was measured (its date and 1-minute load average), or "first run" for a run
-    of the JSON's first command, which recorded neither."""
-    if not run.get("date"):
-        return "first run"
-    return f"{run['date'][:10]} {run['date'][11:16]}, {run['load_avg'][0]:.1f}"
-
-
-def _scale_updates(report: dict[str, Any]) -> list[str]:
-    """The later runs that measured some rows again (``bench_scale.py --update``)."""
-    updates = report.get("updates", [])
-    out = (
-        [
-            "The runs with a date in the table's last column were measured again later, by the "
-            "commands below; the rest (and the planning and bare-loop figures, unless a command "
-            "below measured them too) come from the command above:",
-            "",
-        ]
-        if updates
-        else []
-    )
-    for update in updates:
-        out += [
-            f"from {update['date'][11:16]} UTC on {_scale_machine(update)}, by",
-            "",
-            "```bash",
-            *update["command"].splitlines(),
-            "```",
-            "",
-        ]
-    return out
+    """When a run was measured: its time (UTC) and 1-minute load average."""
+    return f"{run['date'][11:16]}, {run['load_avg'][0]:.1f}"
 
 
 def _scale(path: Path, name: str) -> list[str]:
     """The ``compare`` at scale section from ``scripts/bench_scale.py``'s JSON."""
     report = json.loads(path.read_text(encoding="utf-8"))
     runs = report.get("runs", [])
-    command = report.get("command") or SCALE_UNRECORDED["command"]
     out = [
         "## `compare` at scale",
         "",
@@ -706,15 +659,12 @@ def _scale(path: Path, name: str) -> list[str]:
         "0.1 s. An MLP 64-256-10 and a perturbed copy of it, float32 rows, compare's default "
         "options (batch 256); the data is one uncompressed `.npz`, one Parquet file with "
         "pyarrow's default row groups, and a folder of Parquet shards. Measured on "
-        f"{_scale_machine(report)}, written to `{name}` by"
-        + ("" if report.get("command") else " (the command is not recorded in the JSON)")
-        + ":",
+        f"{_scale_machine(report)}, written to `{name}` by one run of",
         "",
         "```bash",
-        *command.splitlines(),
+        *report["command"].splitlines(),
         "```",
         "",
-        *_scale_updates(report),
         '"wall" is the whole command (Python start-up and imports included); "start-up" is the '
         "report's `startup_s` (local: the sessions built; Ray: `ray.init` until the first actor "
         'has built its sessions); "CPU" is the user + system time of every process of the tree; '
@@ -826,15 +776,11 @@ def _scale_ray(runs: list[dict[str, Any]]) -> list[str]:
     for r in runs:
         pairs.setdefault((r["rows"], r["source"]), {})[r["engine"]] = r
     ratios: dict[int, dict[str, list[float]]] = {}
-    when: dict[int, set[str]] = {}
     for (rows, _), engines in sorted(pairs.items()):
         if not {"local", "ray"} <= set(engines):
             continue
         local, ray = engines["local"], engines["ray"]
         got = ratios.setdefault(rows, {})
-        when.setdefault(rows, set()).update(
-            "first run" if not r.get("date") else r["date"][:10] for r in (local, ray)
-        )
         got.setdefault("speed", []).append(ray["rows_per_s"] / local["rows_per_s"])
         got.setdefault("after", []).append(
             ray["rows_per_s_after_startup"] / local["rows_per_s_after_startup"]
@@ -862,12 +808,11 @@ def _scale_ray(runs: list[dict[str, Any]]) -> list[str]:
         "(`bench_scale.py --fixed`):",
         "",
         "| rows | rows/s, whole command | rows/s after start-up | rows/s after the fixed cost "
-        "| CPU, whole command | CPU after the fixed cost | measured |",
-        "|---:|---:|---:|---:|---:|---:|---|",
+        "| CPU, whole command | CPU after the fixed cost |",
+        "|---:|---:|---:|---:|---:|---:|",
         *[
             f"| {rows:,} | {cell(got, 'speed')} | {cell(got, 'after')} "
-            f"| {cell(got, 'speed_fixed')} | {cell(got, 'cpu')} | {cell(got, 'cpu_fixed')} "
-            f"| {', '.join(sorted(when[rows]))} |"
+            f"| {cell(got, 'speed_fixed')} | {cell(got, 'cpu')} | {cell(got, 'cpu_fixed')} |"
             for rows, got in sorted(ratios.items())
         ],
         "",

@@ -289,6 +289,38 @@ def test_a_reader_given_some_batches_reads_only_their_row_groups(tmp_path, monke
     assert sorted(set(read)) == [2, 3]
 
 
+def test_a_worker_s_later_runs_in_one_row_group_do_not_read_it_again(tmp_path, monkeypatch):
+    """A Ray worker handed every other run of a file that is one row group (pyarrow's default
+    for up to about a million rows) reads on through the group to each of its runs, decoding
+    each row at most once, instead of from the group's start for every run."""
+    import pyarrow.parquet as pq
+    from compare_cases import write_parquet
+
+    from kldiv_onnx.comparison.data import Dataset
+
+    # runs of 6,400 rows, more than a record batch read ahead (READ_AHEAD_ROWS)
+    x = np.random.default_rng(0).normal(size=(64000, 4)).astype(np.float32)
+    write_parquet(x, tmp_path / "data.parquet", row_group_size=len(x))
+    decoded: list[int] = []
+    iter_batches = pq.ParquetFile.iter_batches
+
+    def spy(self, *args, **kwargs):
+        for batch in iter_batches(self, *args, **kwargs):
+            decoded.append(batch.num_rows)
+            yield batch
+
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", spy)
+    data = Dataset(tmp_path / "data.parquet")
+    assert len(data.shards[0].groups) == 2  # one row group
+    got, want = [], []
+    for first in range(0, 1000, 200):  # runs of 100 batches of 64 rows: every other one
+        got += [data.read(p, ["x"])["x"] for p in data.plan(64, first=first, count=100)]
+        want.append(x[first * 64 : (first + 100) * 64])
+    data.close()
+    np.testing.assert_array_equal(np.concatenate(got), np.concatenate(want))
+    assert sum(decoded) <= len(x)
+
+
 # ---------------------------------------------------------------------------------------------
 # the statistics at the end of a run: exact, and without copies of the per-sample values
 

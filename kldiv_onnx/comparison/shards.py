@@ -250,7 +250,10 @@ def parquet_columns(pa, schema) -> dict[str, Column]:  # noqa: ANN001
 class ParquetReader:
     """One open Parquet shard, read in record batches from the row group where a read starts
     (so a reader handed some row groups reads only those), the batches read ahead of the next
-    slice kept for it."""
+    slice kept for it. A read further on in the row groups being read goes on reading to it
+    (pyarrow cannot start within a row group): a Ray worker handed every other run of a file
+    that is one large row group decodes each row once, not the group again from its start for
+    every run."""
 
     def __init__(self, shard: Shard, until: int, ahead: int = 1) -> None:
         self.pa = arrow_data.pyarrow()
@@ -272,6 +275,7 @@ class ParquetReader:
         self._batches: list[Any] = []  # record batches holding rows [_start, _end)
         self._start = self._end = -1
         self._iter: Iterator[Any] | None = None
+        self._iter_stop = -1  # the end of the row groups self._iter reads
         self._names: tuple[str, ...] = ()
 
     def _group(self, row: int) -> int:
@@ -279,7 +283,8 @@ class ParquetReader:
 
     def read(self, start: int, stop: int, names: Sequence[str]) -> dict[str, np.ndarray]:
         pa = self.pa
-        if tuple(names) != self._names or not self._start <= start <= self._end:
+        ahead = self._iter is not None and self._end < start < self._iter_stop
+        if tuple(names) != self._names or not (self._start <= start <= self._end or ahead):
             self._names = tuple(names)
             self._batches, self._iter = [], None
             self._start = self._end = self.shard.groups[self._group(start)]
@@ -296,6 +301,7 @@ class ParquetReader:
                     row_groups=range(first, last + 1),
                     columns=list(names),
                 )
+                self._iter_stop = self.shard.groups[last + 1]
             try:
                 batch = next(self._iter, None)
             except (OSError, pa.ArrowException) as exc:
