@@ -65,10 +65,10 @@ cmake --build "$work/build" --target kldiv_test_core -j "${KLDIV_JOBS:-2}" 2>&1 
 status=0
 cpus=${KLDIV_AARCH64_CPUS:-max,sve128=on max,sve256=on max,sve512=on max,sve-default-vector-length=256 cortex-a72}
 for cpu in $cpus; do
-  # What this CPU must give: QEMU's "max" has SVE (vector length: sveN=on, else
+  # What this CPU must give: QEMU's "max" and "a64fx" have SVE (vector length: sveN=on, else
   # sve-default-vector-length in bytes, else QEMU's default of 512 bits); the others here do not.
   case "$cpu" in
-    max*)
+    max* | a64fx*)
       want=sve only=sve bits=512
       case "$cpu" in
         *sve-default-vector-length=*) bits=$((${cpu##*sve-default-vector-length=} * 8)) ;;
