@@ -47,8 +47,8 @@ ENV_VAR = "KLDIV_ONNX_LIBRARY"
 """Environment variable that overrides the library's location (a path to the .so)."""
 ISA_ENV_VAR = "KLDIV_ONNX_ISA"
 """Environment variable capping the SIMD code path the library picks at load: ``avx3``
-(AVX-512), ``avx2`` or ``scalar`` on x86-64, ``neon`` or ``scalar`` on aarch64; unset means the
-best the CPU supports (``doctor`` shows it)."""
+(AVX-512), ``avx2`` or ``scalar`` on x86-64, ``sve``, ``neon`` or ``scalar`` on aarch64; unset
+means the best the CPU supports (``doctor`` shows it)."""
 
 
 class LibraryDamagedError(FileNotFoundError):
@@ -125,7 +125,7 @@ def available() -> bool:
 
 
 def active_target() -> str:
-    """The SIMD path the kernels run in this process (``avx3``, ``avx2``, ``neon`` or
+    """The SIMD path the kernels run in this process (``avx3``, ``avx2``, ``sve``, ``neon`` or
     ``scalar``, after ``$KLDIV_ONNX_ISA``; ``error: ...`` for a value naming no path), read
     from the checked library's ``KLDivOnnxActiveTarget``. Raises what :func:`library_path`
     raises."""

@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # The numeric core's C++ tests (custom_ops/tests) for aarch64: cross-compiled with the wheels'
 # toolchain (zig, glibc 2.28, scripts/zig/toolchain.cmake) and run under QEMU user-mode
-# emulation, twice: QEMU's default CPU (NEON, SVE and SVE2 in its hwcaps) and a Cortex-A72 (NEON
-# only, as on Kunpeng 920), so that the dispatch sees both. Emulation, not Arm hardware.
-# KLDIV_AARCH64_CPUS names the CPUs (default: both; the test command runs the Cortex-A72 alone).
+# emulation, once per CPU: QEMU's "max" CPU (NEON, SVE and SVE2 in its hwcaps) at SVE vector
+# lengths of 128, 256, 512 and 2048 bits, and a Cortex-A72 (NEON only, as on Kunpeng 920).
+# Emulation, not Arm hardware. Each run checks the target the dispatch chose (sve on "max",
+# neon otherwise, KLDIV_TEST_EXPECT_TARGET) and the vector length the kernel reports; on "max"
+# the loops of the sve target alone run the whole suite (KLDIV_TEST_TARGETS: NEON's and the
+# scalar ones run on the Cortex-A72), and test_sve.cc compares SVE with NEON.
+# KLDIV_AARCH64_CPUS names the CPUs, as QEMU's -cpu takes them (default: the five above; the
+# test command runs "max,sve256=on cortex-a72").
 # Bounded: KLDIV_AARCH64_TEST_TIMEOUT seconds per run (default 600); KLDIV_TEST_EMULATED leaves
 # out the two tests that stream 2**24 and 2**31 elements (test_main.cc).
 #
@@ -58,11 +63,28 @@ cmake --build "$work/build" --target kldiv_test_core -j "${KLDIV_JOBS:-2}" 2>&1 
 [ "${PIPESTATUS[0]}" -eq 0 ] && [ -x "$work/build/kldiv_test_core" ] || die "build failed"
 
 status=0
-for cpu in ${KLDIV_AARCH64_CPUS:-max cortex-a72}; do
-  step "run under qemu-aarch64-static -cpu $cpu"
+cpus=${KLDIV_AARCH64_CPUS:-max,sve128=on max,sve256=on max,sve512=on max,sve-default-vector-length=256 cortex-a72}
+for cpu in $cpus; do
+  # What this CPU must give: QEMU's "max" and "a64fx" have SVE (vector length: sveN=on, else
+  # sve-default-vector-length in bytes, else QEMU's default of 512 bits); the others here do not.
+  case "$cpu" in
+    max* | a64fx*)
+      want=sve only=sve bits=512
+      case "$cpu" in
+        *sve-default-vector-length=*) bits=$((${cpu##*sve-default-vector-length=} * 8)) ;;
+        *sve*=on*) bits=$(echo "$cpu" | grep -oE 'sve[0-9]+=on' | tail -n 1 | tr -dc 0-9) ;;
+      esac ;;
+    *) want=neon only="" bits="" ;;
+  esac
+  step "run under qemu-aarch64-static -cpu $cpu (expects ${want}${bits:+, $bits-bit vectors})"
   log="$work/test-$cpu.log"
-  if KLDIV_TEST_EMULATED=1 timeout "$limit" qemu-aarch64-static -cpu "$cpu" -L "$sysroot" "$work/build/kldiv_test_core" > "$log" 2>&1; then
-    grep -E '^targets:|passed, ' "$log" | sed 's/^/  /'
+  if KLDIV_TEST_EMULATED=1 KLDIV_TEST_EXPECT_TARGET=$want KLDIV_TEST_TARGETS=$only \
+    timeout "$limit" qemu-aarch64-static -cpu "$cpu" -L "$sysroot" "$work/build/kldiv_test_core" > "$log" 2>&1; then
+    grep -E '^targets:|^sve vector length|passed, ' "$log" | sed 's/^/  /'
+    if [ -n "$bits" ] && ! grep -q "^sve vector length: $bits bits" "$log"; then
+      echo "aarch64_tests: -cpu $cpu ran without $bits-bit SVE vectors (log: $log)" >&2
+      status=1
+    fi
   else
     rc=$?
     tail -n 20 "$log" >&2

@@ -12,7 +12,7 @@ namespace {
 
 // Every target this build knows, best first (whether or not this CPU supports it).
 #if defined(__aarch64__)
-constexpr const char* kKnownTargets[] = {"neon", "scalar"};
+constexpr const char* kKnownTargets[] = {"sve", "neon", "scalar"};
 #else
 constexpr const char* kKnownTargets[] = {"avx3", "avx2", "scalar"};
 #endif
@@ -22,6 +22,8 @@ constexpr const char* kKnownTargets[] = {"avx3", "avx2", "scalar"};
 std::vector<const detail::Kernels*> SupportedKernels() {
   const detail::CpuFeatures& cpu = detail::Cpu();
   std::vector<const detail::Kernels*> result;
+  // SveKernels is compiled for SVE (simd_tables_sve.cc): the CPU is asked first.
+  if (cpu.sve && detail::SveKernels()) result.push_back(detail::SveKernels());
   if (detail::Avx3Kernels() && cpu.avx3) result.push_back(detail::Avx3Kernels());
   if (detail::Avx2Kernels() && cpu.avx2) result.push_back(detail::Avx2Kernels());
   if (detail::NeonKernels() && cpu.neon) result.push_back(detail::NeonKernels());

@@ -102,10 +102,10 @@ uint16_t DoubleToHalf(double d);
 uint16_t DoubleToBFloat16(double d);
 
 // SIMD target selection. Targets: "avx3" (AVX-512 F/VL/DQ/BW), "avx2" (AVX2+FMA+F16C) on
-// x86-64, "neon" (ASIMD) on aarch64, "scalar" (any CPU). The best supported one is active from
-// the start.
+// x86-64, "sve" (SVE, any vector length) and "neon" (ASIMD) on aarch64, "scalar" (any CPU).
+// The best supported one is active from the start.
 std::vector<std::string> KnownTargets();  // every name, best first: avx3, avx2, scalar (aarch64:
-                                          // neon, scalar)
+                                          // sve, neon, scalar)
 std::vector<std::string> SupportedTargets();  // best first, always ends with "scalar"
 const char* ActiveTarget();
 bool SetTarget(const std::string& name);  // false if not supported here; for tests

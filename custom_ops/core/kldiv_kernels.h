@@ -1,6 +1,6 @@
 // kldiv_kernels.h: internal interface between the driver (driver.cc), the target selection
-// (dispatch.cc) and the per-ISA loops (simd_tables.cc: AVX-512 and AVX2 via Highway;
-// scalar_kernels.cc: the portable fallback).
+// (dispatch.cc) and the per-ISA loops (simd_tables.cc: AVX-512 and AVX2 via Highway, NEON;
+// simd_tables_sve.cc: SVE; scalar_kernels.cc: the portable fallback).
 #ifndef KLDIV_CORE_KLDIV_KERNELS_H_
 #define KLDIV_CORE_KLDIV_KERNELS_H_
 
@@ -33,6 +33,9 @@ struct Kernels {
 const Kernels* Avx3Kernels();
 const Kernels* Avx2Kernels();
 const Kernels* NeonKernels();  // nullptr where not compiled in (non-aarch64 builds)
+// simd_tables_sve.cc, compiled for SVE: call only where the CPU has SVE. nullptr where not
+// compiled in.
+const Kernels* SveKernels();
 const Kernels* ScalarKernels();
 
 // The loops of the active target (dispatch.cc).

@@ -21,7 +21,8 @@ HWY_BEFORE_NAMESPACE();
 namespace kldiv {
 namespace HWY_NAMESPACE {
 
-#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_NEON
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_NEON || \
+    HWY_TARGET == HWY_SVE
 
 template <DType kT>
 struct Storage;
@@ -107,7 +108,8 @@ HWY_INLINE void FillTail(const typename Storage<kT>::type* x, const typename Sto
   }
 }
 
-#endif  // HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_NEON
+#endif  // HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_NEON ||
+        // HWY_TARGET == HWY_SVE
 
 }  // namespace HWY_NAMESPACE
 }  // namespace kldiv

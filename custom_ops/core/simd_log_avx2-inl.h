@@ -1,6 +1,6 @@
 // simd_log_avx2-inl.h: the loss t * (log t - x) of N float vectors on AVX2, with the core's own
 // log (a degree-8 polynomial: no division) and a fast path for groups of ordinary targets; on
-// NEON (aarch64) the same log and careful path in Highway's portable ops.
+// NEON and SVE (aarch64) the same log and careful path in Highway's portable ops.
 
 // Per-target include guard (see simd_common-inl.h).
 #if defined(KLDIV_CORE_SIMD_LOG_AVX2_INL_H_) == defined(HWY_TARGET_TOGGLE)
@@ -17,7 +17,7 @@ HWY_BEFORE_NAMESPACE();
 namespace kldiv {
 namespace HWY_NAMESPACE {
 
-#if HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_NEON
+#if HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_NEON || HWY_TARGET == HWY_SVE
 
 // The log: t = (1 + f) 2^e, log t = e ln2 + f + f^2 Q(f) with Q a degree-8 polynomial (e = +inf
 // gives +inf). No division: Highway's Log divides once per vector, and the divider bounded the
@@ -52,8 +52,8 @@ HWY_INLINE VF LossFromLog(DF d, VF x, VF t, VF lg) {
   return hn::IfThenZeroElse(hn::Eq(t, hn::Zero(d)), hn::Mul(t, hn::Sub(lg, x)));
 }
 
-#if HWY_TARGET == HWY_NEON
-// NEON (aarch64): AVX2's log and careful path below, in Highway's portable ops (the same
+#if HWY_TARGET == HWY_NEON || HWY_TARGET == HWY_SVE
+// NEON and SVE (aarch64): AVX2's log and careful path below, in Highway's portable ops (the same
 // polynomial, Estrin's scheme and fma order, so the same results); no fast path for ordinary
 // lanes.
 HWY_INLINE VF LogOfReducedPortable(DF d, VF f, VF e) {
@@ -66,6 +66,15 @@ HWY_INLINE VF LogOfReducedPortable(DF d, VF f, VF e) {
   return hn::MulAdd(e, hn::Set(d, 0.693147182464599609375f), hn::MulAdd(f2, q03, f));
 }
 
+#if HWY_TARGET == HWY_SVE
+// SVE's vectors are sizeless (no arrays of them): the loss of one vector, as NEON's LogLosses
+// computes each of its N.
+HWY_INLINE VF LogLoss(DF d, VF x, VF t) {
+  VF f, e;
+  Reduce(d, t, &f, &e);
+  return LossFromLog(d, x, t, LogOfReducedPortable(d, f, e));
+}
+#else   // NEON
 template <int N>
 HWY_INLINE void LogLosses(DF d, const VF* x, const VF* t, VF* out) {
   for (int k = 0; k < N; ++k) {
@@ -74,7 +83,8 @@ HWY_INLINE void LogLosses(DF d, const VF* x, const VF* t, VF* out) {
     out[k] = LossFromLog(d, x[k], t[k], LogOfReducedPortable(d, f, e));
   }
 }
-#else  // AVX2
+#endif  // HWY_TARGET == HWY_SVE
+#else   // AVX2
 
 // Whether every lane of the N vectors of t is +-0 or a positive normal finite float: the lanes
 // that LogLossFast gets right. bits + 0x7F800000 maps the bits of [FLT_MIN, FLT_MAX]
@@ -137,8 +147,8 @@ HWY_INLINE void LogLosses(DF d, const VF* x, const VF* t, VF* out) {
   }
 }
 
-#endif  // HWY_TARGET == HWY_NEON
-#endif  // HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_NEON
+#endif  // HWY_TARGET == HWY_NEON || HWY_TARGET == HWY_SVE
+#endif  // HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_NEON || HWY_TARGET == HWY_SVE
 
 }  // namespace HWY_NAMESPACE
 }  // namespace kldiv

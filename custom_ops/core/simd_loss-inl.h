@@ -20,7 +20,8 @@ HWY_BEFORE_NAMESPACE();
 namespace kldiv {
 namespace HWY_NAMESPACE {
 
-#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_NEON
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_NEON || \
+    HWY_TARGET == HWY_SVE
 
 template <bool kLogTarget>
 HWY_INLINE VF Loss(DF d, VF x, VF t) {
@@ -32,11 +33,17 @@ HWY_INLINE VF Loss(DF d, VF x, VF t) {
     e = hn::IfThenZeroElse(hn::Lt(t, hn::Set(d, -104.0f)), e);
     return hn::Mul(e, hn::Sub(t, x));
   } else {
+#if HWY_TARGET == HWY_SVE
+    return LogLoss(d, x, t);
+#else
     VF out;
     LogLosses<1>(d, &x, &t, &out);
     return out;
+#endif
   }
 }
+
+#if HWY_TARGET != HWY_SVE  // SVE's sizeless vectors make no arrays (simd_sve-inl.h)
 
 // The losses of four vectors (see LogLosses).
 template <bool kLogTarget>
@@ -47,8 +54,10 @@ HWY_INLINE void Losses4(DF d, const VF* x, const VF* t, VF* out) {
     LogLosses<4>(d, x, t, out);
   }
 }
+#endif  // HWY_TARGET != HWY_SVE
 
-#endif  // HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_NEON
+#endif  // HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_NEON ||
+        // HWY_TARGET == HWY_SVE
 
 }  // namespace HWY_NAMESPACE
 }  // namespace kldiv

@@ -1,8 +1,8 @@
 // simd_tables.cc: each SIMD target's table of loops (kldiv_kernels.h), compiled once per ISA
 // with Highway's foreach_target (GCC target attributes, so one binary carries AVX-512 and AVX2
-// code; on aarch64, NEON; dispatch.cc picks one at load time from what the CPU reports
-// (cpu_features.cc); CPUs with none use scalar_kernels.cc and row_kl.cc's float64 path). The loops live in per-target -inl.h headers,
-// one concern each:
+// code; on aarch64, NEON, and SVE in simd_tables_sve.cc); dispatch.cc picks one at load time from
+// what the CPU reports (cpu_features.cc); CPUs with none use scalar_kernels.cc and row_kl.cc's
+// float64 path. The loops live in per-target -inl.h headers, one concern each:
 //   simd_common-inl.h    vector types shared by every loop
 //   simd_io-inl.h        float32/float16/bfloat16 loads and stores
 //   simd_log_avx3-inl.h  the loss t (log t - x) on AVX-512 (the core's own log)
@@ -10,6 +10,7 @@
 //   simd_loss-inl.h      the per-element loss in both modes (log_target: Highway's Exp)
 //   simd_pointwise-inl.h the loop without reduction
 //   simd_sum-inl.h       the loop of the reductions (double accumulation)
+//   simd_sve-inl.h       both loops on SVE (simd_tables_sve.cc), without arrays of vectors
 //   row_kl_exp-inl.h     the per-row KL's exponentials
 //   row_kl_terms-inl.h   its per-class terms and sums
 //   row_kl_long-inl.h    rows of 128 classes or more, one at a time

@@ -1,7 +1,8 @@
 // simd_targets.h: the SIMD targets the vectorised loops of the core (simd_tables.cc and its
 // -inl.h headers) are compiled for, set before Highway's headers; dispatch.cc picks one at load.
 // AVX-512 (F/VL/DQ/BW), AVX2 (+BMI2/FMA/F16C) and the static baseline, for which we compile
-// nothing (the portable loops in scalar_kernels.cc and row_kl.cc's float64 path serve it).
+// nothing (the portable loops in scalar_kernels.cc and row_kl.cc's float64 path serve it). On
+// aarch64 the static target, NEON; SVE is simd_tables_sve.cc's static target (compiled with SVE).
 // Highway's SSE4 target emulates float16 conversion without rounding or inf/NaN, so it is not
 // used.
 #ifndef KLDIV_CORE_SIMD_TARGETS_H_

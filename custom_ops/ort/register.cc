@@ -33,9 +33,9 @@ extern "C" {
 __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL
 RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base);
 
-// The SIMD path the kernels run: "avx3", "avx2", "neon" or "scalar" (after KLDIV_ONNX_ISA), or,
-// when KLDIV_ONNX_ISA names no target, "error: " and the message registration fails with. The
-// string is static; call from any thread.
+// The SIMD path the kernels run: "avx3", "avx2", "sve", "neon" or "scalar" (after
+// KLDIV_ONNX_ISA), or, when KLDIV_ONNX_ISA names no target, "error: " and the message
+// registration fails with. The string is static; call from any thread.
 __attribute__((visibility("default"))) const char* KLDivOnnxActiveTarget(void);
 
 // The onnxruntime C API version RegisterCustomOps requests (kOrtApiVersion), so that Python

@@ -93,6 +93,7 @@ void TestThreadIndependence(const std::string& target);  // test_sums.cc
 void TestAccuracy(const std::string& target);            // test_sums.cc
 void TestHugeBroadcast(const std::string& target);       // test_sums.cc
 void TestRowKL(const std::string& target);               // test_row_kl.cc
+void TestSveMatchesNeon();                               // test_sve.cc
 void TestThreadPool();                                   // test_thread_pool.cc
 void TestThreadPoolFork();                               // test_thread_pool_fork.cc
 
