@@ -65,6 +65,7 @@ int main() {
     TestSpecials(target);
     TestUlps(target);
     TestThreadIndependence(target);
+    TestNaNSum(target);
     TestRowKL(target);
     if (target != "scalar" && !emulated) TestAccuracy(target);
   }
