@@ -2,7 +2,9 @@
 // tasks, walks each task's range of the collapsed dims and hands contiguous runs to the active
 // target's loops; sums come back as one double per task, added in task order.
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "kldiv_core.h"
 #include "kldiv_kernels.h"
@@ -198,7 +200,10 @@ double ComputeSum(const Problem& problem, const BroadcastPlan& plan,
   const int64_t ntasks = RunTasks(problem, plan, nullptr, partials, parallel_for);
   double total = 0.0;
   for (int64_t i = 0; i < ntasks; ++i) total += partials[i];
-  return total;
+  // A NaN sum is the one quiet NaN, whatever NaNs went into it: x86 passes on the first
+  // operand's NaN, and compilers order the operands of an addition either way (GCC's and the
+  // zig-built wheel's library returned NaNs of opposite sign for the same input).
+  return std::isnan(total) ? std::numeric_limits<double>::quiet_NaN() : total;
 }
 
 void Compute(const Problem& problem, const BroadcastPlan& plan, void* out,

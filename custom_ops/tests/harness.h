@@ -90,6 +90,7 @@ void TestMatrix(const std::string& target);              // test_kernels.cc
 void TestSpecials(const std::string& target);            // test_kernels.cc
 void TestUlps(const std::string& target);                // test_kernels.cc
 void TestThreadIndependence(const std::string& target);  // test_sums.cc
+void TestNaNSum(const std::string& target);              // test_sums.cc
 void TestAccuracy(const std::string& target);            // test_sums.cc
 void TestHugeBroadcast(const std::string& target);       // test_sums.cc
 void TestRowKL(const std::string& target);               // test_row_kl.cc

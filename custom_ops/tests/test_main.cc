@@ -88,6 +88,7 @@ int main() {
     TestSpecials(target);
     TestUlps(target);
     TestThreadIndependence(target);
+    TestNaNSum(target);
     TestRowKL(target);
     if (target != "scalar" && !emulated) TestAccuracy(target);
   }
