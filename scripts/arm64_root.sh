@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # An arm64 Debian root with Python, onnxruntime, numpy and onnx, for running the aarch64 wheels
 # under QEMU user-mode emulation: build/arm64-root-<suite> (git-ignored, cached: built once,
-# 5-15 minutes). The suite picks the Python: bookworm (Debian 12) has 3.11, for the cp311
-# wheel; trixie (Debian 13) has 3.13, for the abi3 wheel (Python 3.12+).
+# 10-40 minutes on a busy 2-core machine). The suite picks the Python: bookworm (Debian 12)
+# has 3.11, for the cp311 wheel; trixie (Debian 13) has 3.13, for the abi3 wheel (3.12+).
 #
 #   bash scripts/arm64_root.sh [bookworm|trixie]     # default bookworm
 #

@@ -86,7 +86,7 @@ for arch in $archs; do
           continue
         fi
         suite=$([ "$kind" = cp311 ] && echo bookworm || echo trixie)
-        step "$name: arm64 $suite root (cached in build/arm64-root-$suite; first run 5-15 minutes)"
+        step "$name: arm64 $suite root (cached in build/arm64-root-$suite; first run 10-40 minutes)"
         arm=$(bash "$root/scripts/arm64_root.sh" "$suite" | tail -n 1)
         step "$name: pip install $(basename "$whl") into the root's /opt/venv (emulated)"
         cp "$whl" "$root/scripts/wheel_check.py" "$arm/tmp/"
