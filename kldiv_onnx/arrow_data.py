@@ -43,10 +43,11 @@ def row_type(pa: Any, arrow_type: Any) -> tuple[tuple[int, ...] | None, np.dtype
 def _leaf_dtype(pa: Any, t: Any) -> np.dtype:
     while pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
         t = t.value_type
-    try:
-        return np.dtype(t.to_pandas_dtype())
-    except (NotImplementedError, TypeError) as exc:
-        raise ValueError(f"Parquet type {t} is not a numeric tensor type") from exc
+    if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)):
+        raise ValueError(f"Parquet type {t} is not a numeric tensor type")
+    # an empty array's numpy dtype: DataType.to_pandas_dtype imports pandas (pyarrow 25), which
+    # the ray extra does not bring
+    return pa.nulls(0, type=t).to_numpy(zero_copy_only=False).dtype
 
 
 def to_numpy(pa: Any, array: Any, name: str, where: str, first_row: int = 0) -> np.ndarray:

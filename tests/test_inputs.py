@@ -87,6 +87,50 @@ def test_validate_takes_parquet_inputs(pair, tmp_path, capfd):
     assert pq_report == npz_report  # every runtime's errors, from the same data
 
 
+# reads a Parquet file through run's reader and compare's, as where pandas is not installed
+# (the ray extra brings pyarrow without it; pyarrow 25's DataType.to_pandas_dtype needs it)
+WITHOUT_PANDAS = """
+import importlib.abc, sys
+
+class NoPandas(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] == "pandas":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+sys.meta_path.insert(0, NoPandas())
+import numpy as np
+from kldiv_onnx.comparison.data import Dataset
+from kldiv_onnx.data_files import InputSpec, read_feeds
+path, dtype = sys.argv[1], np.dtype(sys.argv[2])
+data = Dataset(path)
+rows = [data.read(p, ["x"])["x"] for p in data.plan(4)]
+feeds = read_feeds([path], [InputSpec("x", dtype, (None, 4))])
+print(np.concatenate(rows).tobytes().hex(), feeds["x"].tobytes().hex(), feeds["x"].dtype)
+"""
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, np.int64, np.bool_])
+def test_parquet_is_read_without_pandas(tmp_path, dtype):
+    import subprocess
+    import sys
+
+    from child import child_env
+
+    x = (np.arange(24).reshape(6, 4) % 3).astype(dtype)
+    pq.write_table(pa.table({"x": _fixed_list(x)}), tmp_path / "d.parquet", row_group_size=4)
+    proc = subprocess.run(
+        [sys.executable, "-c", WITHOUT_PANDAS, str(tmp_path / "d.parquet"), np.dtype(dtype).name],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows, feed, got_dtype = proc.stdout.split()
+    assert rows == feed == x.tobytes().hex() and got_dtype == np.dtype(dtype).name
+
+
 def test_bad_parquet_is_one_line(tmp_path, capfd):
     onnx.save(build_model("sum", input_shape=[2]), tmp_path / "m.onnx")
     pq.write_table(
@@ -94,7 +138,7 @@ def test_bad_parquet_is_one_line(tmp_path, capfd):
         tmp_path / "s.parquet",
     )
     err = _one_line_exit_2(["run", str(tmp_path / "m.onnx"), str(tmp_path / "s.parquet")], capfd)
-    assert "'input'" in err and "got object" in err
+    assert "'input'" in err and "Parquet type string is not a numeric tensor type" in err
     pq.write_table(
         pa.table({"input": pa.array([0.5, None]), "target": pa.array([0.5, 0.5])}),
         tmp_path / "n.parquet",
