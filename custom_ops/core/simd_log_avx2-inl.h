@@ -140,6 +140,7 @@ HWY_INLINE void LogLosses(DF d, const VF* x, const VF* t, VF* out) {
     for (int k = 0; k < N; ++k) out[k] = VF{LogLossFast(x[k].raw, t[k].raw)};
     return;
   }
+  HWY_UNROLL(4)
   for (int k = 0; k < N; ++k) {
     VF f, e;
     Reduce(d, t[k], &f, &e);
