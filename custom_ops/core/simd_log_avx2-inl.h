@@ -100,9 +100,7 @@ HWY_INLINE bool AllOrdinary(const VF* t) {
     const __m256 zero = _mm256_cmp_ps(t[k].raw, _mm256_setzero_ps(), _CMP_EQ_OQ);
     ok = _mm256_and_ps(ok, _mm256_or_ps(normal, zero));
   }
-  // ok's lanes are all ones or all zeros: vtestps of its sign bits (clang turned a movemask
-  // compared with 0xFF into packs and a byte movemask, and rebuilt the zero masks from them).
-  return _mm256_testc_ps(ok, _mm256_castsi256_ps(_mm256_set1_epi32(-1)));
+  return _mm256_movemask_ps(ok) == 0xFF;
 }
 
 // log(1 + f) + e ln2 with log(1 + f) = f + f^2 Q(f), Q by Estrin's scheme (half the chain of
