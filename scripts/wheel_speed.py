@@ -7,6 +7,9 @@ variant (3 dtypes x 4 reductions x log_target) on inputs with zeros, subnormals,
 float sums that overflow, at lengths that reach every part of the loops; exits 1 if not.
 
     python scripts/wheel_speed.py A.so B.so [ROUNDS]
+
+Both children inherit the environment: KLDIV_ONNX_ISA=avx2 (or avx3, scalar) times and checks
+that SIMD path of both builds instead of the best one of this CPU.
 """
 
 from __future__ import annotations
@@ -106,7 +109,7 @@ def main() -> int:
                 slot = best.setdefault(case, {})
                 slot[label] = min(slot.get(label, math.inf), float(ns))
     logs = []
-    print(f"A: {a}\nB: {b}")
+    print(f"A: {a}\nB: {b}\nISA: {os.environ.get('KLDIV_ONNX_ISA', 'best of this CPU')}")
     for case, d in best.items():
         ratio = d["B"] / d["A"]
         logs.append(math.log(ratio))

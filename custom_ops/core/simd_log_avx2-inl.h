@@ -140,6 +140,9 @@ HWY_INLINE void LogLosses(DF d, const VF* x, const VF* t, VF* out) {
     for (int k = 0; k < N; ++k) out[k] = VF{LogLossFast(x[k].raw, t[k].raw)};
     return;
   }
+  // Unrolled: a loop indexing the arrays at run time kept them in memory, and clang then kept
+  // the caller's loaded vectors and the losses on the stack on the fast path too.
+  HWY_UNROLL(4)
   for (int k = 0; k < N; ++k) {
     VF f, e;
     Reduce(d, t[k], &f, &e);

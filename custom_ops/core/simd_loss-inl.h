@@ -49,6 +49,9 @@ HWY_INLINE VF Loss(DF d, VF x, VF t) {
 template <bool kLogTarget>
 HWY_INLINE void Losses4(DF d, const VF* x, const VF* t, VF* out) {
   if constexpr (kLogTarget) {
+#if HWY_TARGET == HWY_AVX2  // clang left this loop rolled, the arrays in memory (LogLosses)
+    HWY_UNROLL(4)
+#endif
     for (int k = 0; k < 4; ++k) out[k] = Loss<true>(d, x[k], t[k]);
   } else {
     LogLosses<4>(d, x, t, out);
