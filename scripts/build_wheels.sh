@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the manylinux_2_28 wheels of kldiv-onnx into dist/: x86_64 and aarch64, for each Python
-# in KLDIV_WHEEL_PYTHONS (default "3.11 3.13": a cp311 wheel, and from 3.13 the cp312-abi3 wheel
-# that serves every Python from 3.12 on, nanobind's stable ABI). Compiler: zig (PyPI's ziglang) targeting glibc 2.28,
+# in KLDIV_WHEEL_PYTHONS (default "3.10 3.11 3.13": cp310 and cp311 wheels, and from 3.13 the
+# cp312-abi3 wheel that serves every Python from 3.12 on, nanobind's stable ABI; aarch64 has no
+# cp310 wheel: Debian has no arm64 headers of Python 3.10). Compiler: zig (PyPI's ziglang) targeting glibc 2.28,
 # through CMake's toolchain file scripts/zig/toolchain.cmake (no manylinux container needed);
 # auditwheel (with patchelf) repairs and names the policy; a check then refuses any GLIBC_
 # symbol version newer than 2.28 in the wheels' .so files. docs/wheels.md has the details.
@@ -17,7 +18,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 archs=${KLDIV_WHEEL_ARCHS:-"x86_64 aarch64"}
-pythons=${KLDIV_WHEEL_PYTHONS:-"3.11 3.13"}
+pythons=${KLDIV_WHEEL_PYTHONS:-"3.10 3.11 3.13"}
 glibc=2.28
 work="$root/build/wheels"
 start=$SECONDS
@@ -64,6 +65,8 @@ for v in $pythons; do
   if [ ! -x "${venv[$v]}/bin/auditwheel" ]; then
     step "tools venv for Python $v"
     "$(find_python "$v")" -m venv "${venv[$v]}"
+    # pip 23.1 or later: older ones (3.10's venvs bring 23.0) have no -C (--config-settings)
+    run_logged "$work/venv-$v.log" "${venv[$v]}/bin/pip" install --quiet --upgrade "pip>=23.1"
     run_logged "$work/venv-$v.log" "${venv[$v]}/bin/pip" install --quiet \
       "scikit-build-core>=0.10" "nanobind>=2.0" "ziglang>=0.13" "auditwheel>=6" patchelf
   fi
@@ -140,6 +143,10 @@ for arch in $archs; do
       -DORT_INCLUDE_DIR="$ort_include" -DHWY_INCLUDE_DIR="$work/hwy-include")
     envs=()
     if [ "$arch" = aarch64 ]; then
+      case $v in 3.11 | 3.13) ;; *)
+        step "wheel $tag aarch64: skipped (Debian has no arm64 headers of Python $v; 3.11 and 3.13 it has)"
+        continue ;;
+      esac
       inc=$(arm64_python_headers "$v")
       args+=(-DPython_INCLUDE_DIR="$inc" -DPython3_INCLUDE_DIR="$inc")
       envs=(_PYTHON_HOST_PLATFORM=linux-aarch64
@@ -154,7 +161,7 @@ done
 
 # --- repair (retag: the library needs nothing but glibc), show, check the glibc versions
 plat_of() { case $1 in *x86_64.whl) echo "manylinux_${glibc/./_}_x86_64" ;; *) echo auto ;; esac; }
-for whl in $(for arch in $archs; do ls "$raw"/*_"$arch".whl; done); do
+for whl in $(for arch in $archs; do ls "$raw"/*_"$arch".whl 2> /dev/null; done); do
   name=$(basename "$whl")
   step "auditwheel repair $name"
   # auditwheel refuses --plat manylinux_2_28_aarch64 on an x86_64 machine; 'auto' picks the
@@ -163,7 +170,7 @@ for whl in $(for arch in $archs; do ls "$raw"/*_"$arch".whl; done); do
     || { cat "$work/repair.log" >&2; die "auditwheel repair failed for $name"; }
 done
 status=0
-for whl in $(for arch in $archs; do ls "$work"/repaired/*_"$arch".whl; done); do
+for whl in $(for arch in $archs; do ls "$work"/repaired/*_"$arch".whl 2> /dev/null; done); do
   name=$(basename "$whl")
   "$tools/auditwheel" show "$whl" | tr '\n' ' ' | sed 's/  */ /g'
   echo

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Smoke test of the wheels in dist/ (scripts/build_wheels.sh), each installed as a user would,
-# the cp311 wheel and the abi3 one (Python 3.12+) where dist/ has it:
-#   x86_64:  a fresh venv (Python 3.11 for cp311; 3.12, the oldest the abi3 tag serves, for
-#            abi3) with onnxruntime from PyPI, run with no compiler on PATH and outside the
+# the cp310, cp311 and abi3 (Python 3.12+) wheels where dist/ has them:
+#   x86_64:  a fresh venv (Python 3.10 for cp310, 3.11 for cp311; 3.12, the oldest the abi3 tag
+#            serves, for abi3) with onnxruntime from PyPI (for 3.10 its last release there, 1.23), run with no compiler on PATH and outside the
 #            source tree: `kldiv-onnx demo`, `kldiv-onnx doctor`, and scripts/wheel_check.py
 #            (every kl_div variant and _core's row KL against numpy, the dispatched SIMD path).
 #   aarch64: the same checks in an arm64 Debian root (scripts/arm64_root.sh: bookworm's Python
@@ -21,7 +21,7 @@ step() { echo "[wheel_smoke +$((SECONDS - start))s] $*"; }
 die() { echo "wheel_smoke: $*" >&2; exit 1; }
 mkdir -p "$work"
 
-wheel_for() {  # the newest wheel of an architecture ($1) and Python tag ($2: cp311, abi3) in dist/
+wheel_for() {  # the newest wheel of an architecture ($1) and Python tag ($2: cp310, cp311, abi3) in dist/
   ls -t "$root"/dist/kldiv_onnx-*-"${2/abi3/cp312-abi3}"-*manylinux*_"$1".whl 2> /dev/null | head -n 1
 }
 x86_python() {  # Python 3.X on PATH (one that runs, not a pyenv shim of another) or pyenv's
@@ -46,14 +46,14 @@ x86_target() {  # what the dispatch should pick on this machine, from the CPU's 
 status=0
 for arch in $archs; do
   found=0
-  for kind in cp311 abi3; do
+  for kind in cp310 cp311 abi3; do
     whl=$(wheel_for "$arch" "$kind")
     [ -n "$whl" ] || continue
     found=1
     name="$arch-$kind"
     case $arch in
       x86_64)
-        version=$([ "$kind" = cp311 ] && echo 3.11 || echo 3.12)
+        case $kind in cp310) version=3.10 ;; cp311) version=3.11 ;; *) version=3.12 ;; esac
         step "$name: fresh Python $version venv, pip install $(basename "$whl") onnxruntime"
         rm -rf "$work/venv-$name"
         "$(x86_python "$version")" -m venv "$work/venv-$name"

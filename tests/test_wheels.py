@@ -1,6 +1,6 @@
 """The built wheels, installed as a user installs them (scripts/wheel_smoke.sh): x86_64 in a
-fresh venv with no compiler on PATH, aarch64 in an arm64 root under QEMU; the cp311 wheel and,
-where dist/ has it, the abi3 one (Python 3.12+). Each checks every
+fresh venv with no compiler on PATH, aarch64 in an arm64 root under QEMU; the cp310, cp311 and
+abi3 (Python 3.12+) wheels where dist/ has them. Each checks every
 ``kl_div`` variant and ``_core``'s row KL against numpy (scripts/wheel_check.py) and the SIMD
 path the core dispatched. The wheels come from ``bash scripts/build_wheels.sh`` (into dist/);
 without them these tests are skipped, saying so."""
@@ -19,10 +19,11 @@ SMOKE = ROOT / "scripts" / "wheel_smoke.sh"
 
 
 def _wheels(arch: str) -> int:
-    """How many of the wheels the smoke test installs (cp311, abi3) dist/ holds for ``arch``."""
+    """How many of the wheels the smoke test installs (cp310, cp311, abi3) dist/ holds for
+    ``arch``."""
     return sum(
         any((ROOT / "dist").glob(f"kldiv_onnx-*-{tag}-*manylinux*_{arch}.whl"))
-        for tag in ("cp311-cp311", "cp312-abi3")
+        for tag in ("cp310-cp310", "cp311-cp311", "cp312-abi3")
     )
 
 
