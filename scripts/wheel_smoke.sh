@@ -22,7 +22,7 @@ die() { echo "wheel_smoke: $*" >&2; exit 1; }
 mkdir -p "$work"
 
 wheel_for() {  # the newest wheel of an architecture ($1) and Python tag ($2: cp310, cp311, abi3) in dist/
-  ls -t "$root"/dist/kldiv_onnx-*-"${2/abi3/cp312-abi3}"-*manylinux*_"$1".whl 2> /dev/null | head -n 1
+  ls -t "$root"/dist/kldiv_onnx-*-"${2/abi3/cp312-abi3}"-*manylinux*_"$1".whl 2> /dev/null | head -n 1 || true
 }
 x86_python() {  # Python 3.X on PATH (one that runs, not a pyenv shim of another) or pyenv's
   local p
