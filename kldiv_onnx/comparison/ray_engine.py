@@ -211,12 +211,11 @@ def run_ray(
     """
     t_start = time.time()
     ray = _ray()
-    loggers = {name: logging.getLogger(name) for name in ("ray",)}
-    levels = {name: logger.level for name, logger in loggers.items()}
+    logger = logging.getLogger("ray")
+    level = logger.level
     started = False
     if not job.verbose:
-        for logger in loggers.values():
-            logger.setLevel(logging.CRITICAL)
+        logger.setLevel(logging.CRITICAL)
     if not ray.is_initialized():
         check_cluster(os.environ.get("RAY_ADDRESS"), job.ray_timeout)
         # Ray's C++ side (this process's core worker, and the cluster it starts) logs at the
@@ -308,8 +307,7 @@ def run_ray(
     finally:
         for worker in actors:  # a cluster that outlives the run keeps none of them
             ray.kill(worker)
-        for name, logger in loggers.items():
-            logger.setLevel(levels[name])
+        logger.setLevel(level)
         if started:
             ray.shutdown()
         if sigterm is not None:
