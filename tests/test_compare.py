@@ -224,6 +224,7 @@ def _bad_cases(case, tmp):
         tmp / "ragged.parquet",
     )
     write_parquet(case["x"], tmp / "other-column.parquet", name="y")
+    pq.write_table(pa.table({"x": pa.array(["a", "b"])}), tmp / "text.parquet")
     (tmp / "notes.txt").write_text("hello")
     (tmp / "empty-folder").mkdir()
     return {
@@ -250,6 +251,11 @@ def _bad_cases(case, tmp):
             r"rows of shape \[6\]",
         ),
         "not numbers": ((case["base"], case["candidate"], tmp / "text.npz"), {}, "holds <U1"),
+        "text column": (
+            (case["base"], case["candidate"], tmp / "text.parquet"),
+            {},
+            r"text\.parquet: column 'x': Parquet type string is not a numeric tensor type",
+        ),
         "no such data": (
             (case["base"], case["candidate"], tmp / "nope.npz"),
             {},
@@ -307,6 +313,7 @@ BAD = [
     "ragged list column",
     "row shape",
     "not numbers",
+    "text column",
     "no such data",
     "not data",
     "empty folder",

@@ -118,9 +118,9 @@ def scan(path: str | os.PathLike) -> Layout:
         for p in files:
             shard, other = parquet_header(str(p))
             if schema is None:
-                schema, columns = other, parquet_columns(pa, other)
+                schema, columns = other, parquet_columns(pa, other, str(p))
             elif not other.equals(schema):  # converted only where the schemas differ
-                cols = parquet_columns(pa, other)
+                cols = parquet_columns(pa, other, str(p))
                 if cols != columns:
                     raise ValueError(
                         f"shards differ: {p} has {_describe(cols)}, "

@@ -240,11 +240,16 @@ def parquet_header(path: str) -> tuple[Shard, Any]:
     return Shard(path, int(meta.num_rows), groups, identity), meta.schema
 
 
-def parquet_columns(pa, schema) -> dict[str, Column]:  # noqa: ANN001
-    return {
-        field.name: Column(*arrow_data.row_type(pa, field.type))
-        for field in schema.to_arrow_schema()
-    }
+def parquet_columns(pa, schema, path: str) -> dict[str, Column]:  # noqa: ANN001
+    """Each column's per-row shape and dtype; ``ValueError`` naming the file and the column
+    where one is not a numeric tensor."""
+    columns = {}
+    for field in schema.to_arrow_schema():
+        try:
+            columns[field.name] = Column(*arrow_data.row_type(pa, field.type))
+        except ValueError as exc:
+            raise ValueError(f"{path}: column {field.name!r}: {exc}") from None
+    return columns
 
 
 class ParquetReader:
