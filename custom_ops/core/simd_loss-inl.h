@@ -43,7 +43,8 @@ HWY_INLINE VF Loss(DF d, VF x, VF t) {
   }
 }
 
-#if HWY_TARGET != HWY_SVE  // SVE's sizeless vectors make no arrays (simd_sve-inl.h)
+// SVE's sizeless vectors make no arrays: the SVE branches of the loops take one loss at a time.
+#if HWY_TARGET != HWY_SVE
 
 // The losses of four vectors (see LogLosses).
 template <bool kLogTarget>

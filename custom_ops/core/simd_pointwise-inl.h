@@ -22,7 +22,45 @@ HWY_BEFORE_NAMESPACE();
 namespace kldiv {
 namespace HWY_NAMESPACE {
 
-#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_NEON
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_NEON || \
+    HWY_TARGET == HWY_SVE
+
+#if HWY_TARGET == HWY_SVE
+// SVE's vector types are sizeless: no arrays of them, so this loop keeps named vectors
+// where the one below keeps arrays, in the same order of operations.
+template <DType kT, bool kLogTarget, int kSX, int kST>
+void PointwiseRun(const void* xv, const void* tv, int64_t n, void* outv) {
+  using S = typename Storage<kT>::type;
+  const S* x = static_cast<const S*>(xv);
+  const S* t = static_cast<const S*>(tv);
+  S* out = static_cast<S*>(outv);
+  const DF d;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+  const VF xs = hn::Set(d, kSX ? 0.0f : LoadScalar<kT>(x));
+  const VF ts = hn::Set(d, kST ? 0.0f : LoadScalar<kT>(t));
+  const auto loss_at = [&](int64_t at) {
+    return Loss<kLogTarget>(d, kSX ? LoadVec<kT>(d, x + at) : xs,
+                            kST ? LoadVec<kT>(d, t + at) : ts);
+  };
+  int64_t i = 0;
+  for (; i + 2 * lanes <= n; i += 2 * lanes) {  // two independent chains per step
+    const VF l0 = loss_at(i);
+    const VF l1 = loss_at(i + lanes);
+    StoreVec<kT>(d, l0, out + i);
+    StoreVec<kT>(d, l1, out + i + lanes);
+  }
+  for (; i + lanes <= n; i += lanes) StoreVec<kT>(d, loss_at(i), out + i);
+  if (i < n) {
+    HWY_ALIGN S xb[kMaxLanes];
+    HWY_ALIGN S tb[kMaxLanes];
+    HWY_ALIGN S ob[kMaxLanes];
+    FillTail<kT, kSX, kST>(x, t, i, n - i, xb, tb);
+    StoreVec<kT>(d, Loss<kLogTarget>(d, LoadVec<kT>(d, xb), LoadVec<kT>(d, tb)), ob);
+    std::memcpy(static_cast<void*>(out + i), ob, sizeof(S) * static_cast<size_t>(n - i));
+  }
+}
+
+#else
 
 template <DType kT, bool kLogTarget, int kSX, int kST>
 void PointwiseRun(const void* xv, const void* tv, int64_t n, void* outv) {
@@ -63,6 +101,8 @@ void PointwiseRun(const void* xv, const void* tv, int64_t n, void* outv) {
   }
 }
 
+#endif  // HWY_TARGET == HWY_SVE
+
 template <DType kT, bool kLogTarget>
 void Pointwise(const void* x, int64_t sx, const void* t, int64_t st, int64_t n, void* out) {
   if (sx && st) return PointwiseRun<kT, kLogTarget, 1, 1>(x, t, n, out);
@@ -71,7 +111,7 @@ void Pointwise(const void* x, int64_t sx, const void* t, int64_t st, int64_t n, 
   return PointwiseRun<kT, kLogTarget, 0, 0>(x, t, n, out);
 }
 
-#endif  // HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_NEON
+#endif  // HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_NEON || SVE
 
 }  // namespace HWY_NAMESPACE
 }  // namespace kldiv

@@ -8,9 +8,8 @@
 //   simd_log_avx3-inl.h  the loss t (log t - x) on AVX-512 (the core's own log)
 //   simd_log_avx2-inl.h  the same on AVX2 (and NEON, in portable ops)
 //   simd_loss-inl.h      the per-element loss in both modes (log_target: Highway's Exp)
-//   simd_pointwise-inl.h the loop without reduction
-//   simd_sum-inl.h       the loop of the reductions (double accumulation)
-//   simd_sve-inl.h       both loops on SVE (simd_tables_sve.cc), without arrays of vectors
+//   simd_pointwise-inl.h the loop without reduction (its SVE branch: simd_tables_sve.cc)
+//   simd_sum-inl.h       the loop of the reductions (double accumulation; SVE branch too)
 //   row_kl_exp-inl.h     the per-row KL's exponentials
 //   row_kl_terms-inl.h   its per-class terms and sums
 //   row_kl_long-inl.h    rows of 128 classes or more, one at a time

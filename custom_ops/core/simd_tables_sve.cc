@@ -8,8 +8,9 @@
 // compiled for the baseline (armv8-a, NEON: simd_tables.cc). This file must hold nothing that
 // runs before dispatch has seen SVE: no static initialiser (the table is constant-initialised)
 // and no function a non-SVE CPU calls (dispatch.cc asks the CPU before calling SveKernels).
-// The loops are simd_sve-inl.h's, with NEON's per-element loss (simd_loss-inl.h); the per-row
-// KL keeps row_kl.cc's float64 path, as on NEON.
+// The loops are the SVE branches of simd_pointwise-inl.h and simd_sum-inl.h, with NEON's
+// per-element loss (simd_loss-inl.h); the per-row KL keeps row_kl.cc's float64 path, as on
+// NEON.
 // Built without SVE (x86-64, or a compiler without it), SveKernels() is nullptr.
 
 // clang-format off
@@ -19,7 +20,8 @@
 
 #include "kldiv_core.h"
 #include "kldiv_kernels.h"
-#include "simd_sve-inl.h"
+#include "simd_pointwise-inl.h"
+#include "simd_sum-inl.h"
 
 #if HWY_TARGET == HWY_SVE && defined(__aarch64__)
 
